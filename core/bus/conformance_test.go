@@ -146,12 +146,12 @@ func conformance(t *testing.T, be backend) {
 		r, _ := subscribe(t, b, mA, mB)
 		t0 := clk.Ms()
 		apply(t, b, upd("f/v", mA, t0+2000), bus.Result{Applied: true, Events: 1})
-		apply(t, b, upd("f/v", mA, t0+1000), bus.Result{})                                  // older
-		apply(t, b, upd("f/v", mB, t0+1000), bus.Result{})                                  // older, elsewhere
-		apply(t, b, upd("f/v", mA, t0+2000), bus.Result{})                                  // duplicate
+		apply(t, b, upd("f/v", mA, t0+1000), bus.Result{})                                                            // older
+		apply(t, b, upd("f/v", mB, t0+1000), bus.Result{})                                                            // older, elsewhere
+		apply(t, b, upd("f/v", mA, t0+2000), bus.Result{})                                                            // duplicate
 		apply(t, b, fix("f/v", mA, t0+2000, false, meshcastv1.RemovalReason_REMOVAL_REASON_NOT_VACANT), bus.Result{}) // same time, other outcome
-		apply(t, b, upd("f/v", mA, t0+3000), bus.Result{Applied: true, Events: 1})          // sentinel for A
-		apply(t, b, upd("f/w", mB, t0+3000), bus.Result{Applied: true, Events: 1})          // sentinel for B
+		apply(t, b, upd("f/v", mA, t0+3000), bus.Result{Applied: true, Events: 1})                                    // sentinel for A
+		apply(t, b, upd("f/w", mB, t0+3000), bus.Result{Applied: true, Events: 1})                                    // sentinel for B
 		r.waitFor(t, "sentinels", func() bool { return r.has(mA, "f/v", t0+3000) && r.has(mB, "f/w", t0+3000) })
 		var got []int64
 		for _, ev := range r.on(mA, "f/v") {

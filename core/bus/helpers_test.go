@@ -20,12 +20,12 @@ type clock struct{ ms atomic.Int64 }
 
 func newClock(ms int64) *clock { c := &clock{}; c.ms.Store(ms); return c }
 
-func (c *clock) Now() time.Time             { return time.UnixMilli(c.ms.Load()) }
-func (c *clock) Set(ms int64)               { c.ms.Store(ms) }
-func (c *clock) Advance(d time.Duration)    { c.ms.Add(d.Milliseconds()) }
-func (c *clock) Ms() int64                  { return c.ms.Load() }
-func (c *clock) At(d time.Duration) int64   { return c.ms.Load() + d.Milliseconds() }
-func (c *clock) String() string             { return fmt.Sprint(c.ms.Load()) }
+func (c *clock) Now() time.Time                    { return time.UnixMilli(c.ms.Load()) }
+func (c *clock) Set(ms int64)                      { c.ms.Store(ms) }
+func (c *clock) Advance(d time.Duration)           { c.ms.Add(d.Milliseconds()) }
+func (c *clock) Ms() int64                         { return c.ms.Load() }
+func (c *clock) At(d time.Duration) int64          { return c.ms.Load() + d.Milliseconds() }
+func (c *clock) String() string                    { return fmt.Sprint(c.ms.Load()) }
 func (c *clock) options(o bus.Options) bus.Options { o.Now = c.Now; return o }
 
 var prefixSeq atomic.Int64

@@ -65,7 +65,7 @@ type channelSub struct {
 	readyOnce sync.Once
 	err       error
 
-	confirms atomic.Int64         // SSUBSCRIBE confirmations seen
+	confirms atomic.Int64           // SSUBSCRIBE confirmations seen
 	reason   atomic.Pointer[string] // why the next confirmation is a re-establishment
 	removing atomic.Bool
 
