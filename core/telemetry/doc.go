@@ -57,6 +57,8 @@
 //
 // The third-order mesh is computed for every fix inside the mesh domain, so a
 // removal can name the mesh the vehicle left; the zones are looked up only
-// for fixes that pass checks 1-3. Classify does not allocate unless it
-// returns an error.
+// for fixes that pass checks 1-3 and lie in the mesh domain. Classify does
+// not allocate unless it returns an error (or the fix lies within a degree
+// outside the mesh domain, where mesh.Third builds its error).
+// [Fix.ToVehicle] builds the public Vehicle riders see.
 package telemetry
