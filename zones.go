@@ -12,6 +12,10 @@ import (
 	"github.com/meshcast/meshcast/core/mesh"
 )
 
+func init() {
+	register("zones", "validate a GeoJSON zones file and classify points against it", runZones)
+}
+
 // runZones validates a zones file and shows where points fall: the quickest
 // way for an operator to check a new file before rolling it out.
 func runZones(_ context.Context, args []string, stdout io.Writer) error {
