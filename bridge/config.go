@@ -1,0 +1,191 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/telemetry"
+)
+
+// Defaults of Config.
+const (
+	DefaultGroup             = "meshcast"
+	DefaultTopicFilter       = "taxi/+/+/state"
+	DefaultQueueSize         = 64
+	DefaultSessionExpiry     = time.Hour
+	DefaultKeepAlive         = 30 * time.Second
+	DefaultConnectTimeout    = 10 * time.Second
+	DefaultReconnectMin      = 250 * time.Millisecond
+	DefaultReconnectMax      = 15 * time.Second
+	DefaultRetryMin          = 50 * time.Millisecond
+	DefaultRetryMax          = 5 * time.Second
+	DefaultAckInterval       = 5 * time.Millisecond
+	DefaultDrainTimeout      = 10 * time.Second
+	DefaultRejectLogInterval = 10 * time.Second
+)
+
+// DefaultWorkers is the default number of workers: enough concurrent bus.Apply calls to keep
+// the Redis pipelines full (each Apply waits for two or three round trips).
+func DefaultWorkers() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
+
+// DefaultClientID returns "meshcast-bridge-<hostname>": stable across restarts of one host or
+// Kubernetes StatefulSet pod, which is what a persistent session needs.
+func DefaultClientID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "local"
+	}
+	return "meshcast-bridge-" + h
+}
+
+// Config configures a Bridge. Bus is required; every other field has a default.
+type Config struct {
+	// Brokers are the MQTT server URLs (mqtt://host:port, tls://host:port, ws://…), tried in turn.
+	// Default mqtt://127.0.0.1:1883.
+	Brokers []string
+	// ClientID must be stable across restarts (the broker keeps the session, and the
+	// unacknowledged messages, under it) and unique per replica. Default DefaultClientID().
+	ClientID string
+	// Username and Password are sent in CONNECT when set.
+	Username string
+	Password string
+	// Group is the shared subscription group: replicas with the same group split the messages.
+	// Default DefaultGroup. NoShare subscribes to TopicFilter without $share instead (every
+	// replica then gets every message).
+	Group   string
+	NoShare bool
+	// TopicFilter is what is subscribed to (inside $share/<group>/). Default taxi/+/+/state.
+	TopicFilter string
+	// Workers is the number of concurrent workers; QueueSize the capacity of each worker's queue.
+	Workers   int
+	QueueSize int
+	// SessionExpiry is how long the broker keeps the session (subscription and unacknowledged
+	// messages) while the bridge is away. Default 1h; at least 1s.
+	SessionExpiry time.Duration
+	// KeepAlive is the MQTT keep-alive; ConnectTimeout bounds one connection attempt.
+	KeepAlive      time.Duration
+	ConnectTimeout time.Duration
+	// ReconnectMin and ReconnectMax bound the exponential backoff between connection attempts.
+	ReconnectMin, ReconnectMax time.Duration
+	// RetryMin and RetryMax bound the exponential backoff between attempts of a failing bus.Apply.
+	RetryMin, RetryMax time.Duration
+	// AckInterval is how often paho sends the acknowledgements that are ready (in receive order).
+	AckInterval time.Duration
+	// DrainTimeout bounds the shutdown: how long the workers may take to finish queued messages.
+	DrainTimeout time.Duration
+	// RejectLogInterval: at most one log line per rejection reason per interval.
+	RejectLogInterval time.Duration
+
+	// Bus receives the updates. Required.
+	Bus bus.Bus
+	// Classifier classifies fixes. Default: no zones (nothing dispatchable), default TTL and skew.
+	Classifier *telemetry.Classifier
+	// Decoder decodes payloads (size limit). The zero value applies the defaults.
+	Decoder telemetry.Decoder
+	// Now is the clock used for classification. Default time.Now.
+	Now func() time.Time
+	// Logger, default slog.Default().
+	Logger *slog.Logger
+	// Registerer gets the bridge metrics. Nil: the metrics are kept but not registered.
+	Registerer prometheus.Registerer
+}
+
+// withDefaults validates c and fills in the defaults.
+func (c Config) withDefaults() (Config, []*url.URL, error) {
+	var errs []error
+	if c.Bus == nil {
+		errs = append(errs, errors.New("bridge: no bus"))
+	}
+	if len(c.Brokers) == 0 {
+		c.Brokers = []string{"mqtt://127.0.0.1:1883"}
+	}
+	var urls []*url.URL
+	for _, b := range c.Brokers {
+		u, err := url.Parse(strings.TrimSpace(b))
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("bridge: broker URL %q: %w", b, err))
+		case u.Host == "":
+			errs = append(errs, fmt.Errorf("bridge: broker URL %q: want scheme://host:port, e.g. mqtt://127.0.0.1:1883", b))
+		default:
+			switch u.Scheme {
+			case "mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss":
+				urls = append(urls, u)
+			default:
+				errs = append(errs, fmt.Errorf("bridge: broker URL %q: scheme %q is not one of mqtt, tcp, mqtts, ssl, tls, ws, wss", b, u.Scheme))
+			}
+		}
+	}
+	if c.ClientID == "" {
+		c.ClientID = DefaultClientID()
+	}
+	if len(c.ClientID) > 65535 {
+		errs = append(errs, errors.New("bridge: client id longer than 65535 bytes"))
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if strings.ContainsAny(c.Group, "/+#") {
+		errs = append(errs, fmt.Errorf("bridge: share group %q must not contain '/', '+' or '#'", c.Group))
+	}
+	if c.TopicFilter == "" {
+		c.TopicFilter = DefaultTopicFilter
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers()
+	}
+	if c.Workers < 1 || c.Workers > 65536 {
+		errs = append(errs, fmt.Errorf("bridge: workers %d out of range [1, 65536]", c.Workers))
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.QueueSize < 1 || c.QueueSize > 1<<20 {
+		errs = append(errs, fmt.Errorf("bridge: queue size %d out of range [1, 1048576]", c.QueueSize))
+	}
+	dur := func(name string, v *time.Duration, def, lo, hi time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+		if *v < lo || *v > hi {
+			errs = append(errs, fmt.Errorf("bridge: %s %v out of range [%v, %v]", name, *v, lo, hi))
+		}
+	}
+	dur("session expiry", &c.SessionExpiry, DefaultSessionExpiry, time.Second, 0xFFFFFFFE*time.Second)
+	dur("keep-alive", &c.KeepAlive, DefaultKeepAlive, time.Second, 65535*time.Second)
+	dur("connect timeout", &c.ConnectTimeout, DefaultConnectTimeout, time.Millisecond, time.Hour)
+	dur("reconnect min", &c.ReconnectMin, DefaultReconnectMin, time.Millisecond, time.Hour)
+	dur("reconnect max", &c.ReconnectMax, max(DefaultReconnectMax, 2*c.ReconnectMin), 2*c.ReconnectMin, time.Hour)
+	dur("retry min", &c.RetryMin, DefaultRetryMin, time.Millisecond, time.Hour)
+	dur("retry max", &c.RetryMax, max(DefaultRetryMax, c.RetryMin), c.RetryMin, time.Hour)
+	dur("ack interval", &c.AckInterval, DefaultAckInterval, 100*time.Microsecond, 10*time.Second)
+	dur("drain timeout", &c.DrainTimeout, DefaultDrainTimeout, time.Millisecond, time.Hour)
+	dur("reject log interval", &c.RejectLogInterval, DefaultRejectLogInterval, time.Millisecond, 24*time.Hour)
+	if c.Classifier == nil {
+		c.Classifier = &telemetry.Classifier{}
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, urls, errors.Join(errs...)
+}
+
+// subscription returns the topic filter the bridge subscribes to.
+func (c *Config) subscription() string {
+	if c.NoShare {
+		return c.TopicFilter
+	}
+	return "$share/" + c.Group + "/" + c.TopicFilter
+}

@@ -1,0 +1,101 @@
+package bridge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcast/meshcast/core/telemetry"
+)
+
+// metrics are the bridge's Prometheus collectors (see the package doc).
+type metrics struct {
+	received    prometheus.Counter
+	rejected    map[telemetry.Reason]prometheus.Counter
+	rejectedVec *prometheus.CounterVec
+	applied     prometheus.Counter
+	stale       prometheus.Counter
+	events      prometheus.Counter
+	busErrors   prometheus.Counter
+	handedBack  prometheus.Counter
+	queueDepth  prometheus.GaugeFunc
+	processing  prometheus.Histogram
+	connected   prometheus.Gauge
+	connections prometheus.Counter
+	all         []prometheus.Collector
+}
+
+func newMetrics(queueDepth func() float64) *metrics {
+	m := &metrics{
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshcast_bridge_messages_received_total",
+			Help: "MQTT messages delivered to the bridge by the broker (redeliveries included).",
+		}),
+		rejectedVec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshcast_bridge_messages_rejected_total",
+			Help: "Messages rejected as invalid, by reason; they are acknowledged and dropped.",
+		}, []string{"reason"}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshcast_bridge_events_published_total",
+			Help: "Mesh events published on the bus by the bridge's applies.",
+		}),
+		busErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshcast_bridge_bus_errors_total",
+			Help: "Failed bus.Apply attempts; each is retried with backoff until it succeeds or the bridge stops.",
+		}),
+		handedBack: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshcast_bridge_messages_handed_back_total",
+			Help: "Messages left unacknowledged at shutdown, for the broker to redeliver.",
+		}),
+		queueDepth: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meshcast_bridge_queue_depth",
+			Help: "Messages waiting in the worker queues.",
+		}, queueDepth),
+		processing: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshcast_bridge_processing_seconds",
+			Help:    "Time from a message's receipt to its acknowledgement (queueing, decoding, classification, bus).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12), // 100µs .. ~6s
+		}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshcast_bridge_connected",
+			Help: "1 while the bridge is connected to the MQTT broker.",
+		}),
+		connections: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshcast_bridge_connections_total",
+			Help: "Connections to the MQTT broker established (the first and every reconnect).",
+		}),
+	}
+	applied := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meshcast_bridge_messages_applied_total",
+		Help: "Valid messages written to the bus, by result: applied (newest fix of its vehicle) or stale (older or duplicate fix: nothing changed).",
+	}, []string{"result"})
+	m.applied = applied.WithLabelValues("applied")
+	m.stale = applied.WithLabelValues("stale")
+	m.rejected = make(map[telemetry.Reason]prometheus.Counter)
+	for _, r := range append(telemetry.Reasons(), telemetry.ReasonUnknown) {
+		m.rejected[r] = m.rejectedVec.WithLabelValues(string(r))
+	}
+	m.all = []prometheus.Collector{m.received, m.rejectedVec, applied, m.events, m.busErrors,
+		m.handedBack, m.queueDepth, m.processing, m.connected, m.connections}
+	return m
+}
+
+// register registers every collector with r (nil: nothing).
+func (m *metrics) register(r prometheus.Registerer) error {
+	if r == nil {
+		return nil
+	}
+	for _, c := range m.all {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reject counts one rejected message.
+func (m *metrics) reject(r telemetry.Reason) {
+	c, ok := m.rejected[r]
+	if !ok {
+		c = m.rejected[telemetry.ReasonUnknown]
+	}
+	c.Inc()
+}
