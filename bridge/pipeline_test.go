@@ -53,9 +53,11 @@ func (b *fakeBus) Apply(ctx context.Context, u bus.Update) (bus.Result, error) {
 	}
 	return res, err
 }
-func (b *fakeBus) Snapshot(context.Context, mesh.Code) ([]*meshcastv1.Vehicle, error) { return nil, nil }
-func (b *fakeBus) Subscribe(bus.Handler) (bus.Subscription, error)                 { return nil, errors.New("no") }
-func (b *fakeBus) Close() error                                                     { return nil }
+func (b *fakeBus) Snapshot(context.Context, mesh.Code) ([]*meshcastv1.Vehicle, error) {
+	return nil, nil
+}
+func (b *fakeBus) Subscribe(bus.Handler) (bus.Subscription, error) { return nil, errors.New("no") }
+func (b *fakeBus) Close() error                                    { return nil }
 
 func (b *fakeBus) all() []bus.Update {
 	b.mu.Lock()
