@@ -1,0 +1,171 @@
+package hub
+
+import (
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/meshcast/meshcast/core/mesh"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Entry is one dispatchable vehicle as the hub holds it, with its wire encodings. An Entry is
+// built once per upsert event received from the bus and shared, read-only, by every rider that
+// sees the vehicle: riders only add their own seq and distance around these bytes.
+type Entry struct {
+	// V is the decoded vehicle (DistanceM 0). Read-only.
+	V *meshcastv1.Vehicle
+	// ID is V.Id; Mesh the vehicle's third-order mesh; Lat, Lon, Class and ObservedAtMs copies of
+	// V's fields for the hot path.
+	ID           string
+	Mesh         mesh.Code
+	Lat, Lon     float64
+	Class        meshcastv1.VehicleClass
+	ObservedAtMs int64
+	// Proto is the deterministic protobuf encoding of V without distance_m (fields 1-9 in order,
+	// so a rider appends field 10 to complete it).
+	Proto []byte
+	// JSON is the protojson encoding of V without distanceM: one line, starting with '{' and
+	// ending with '}' (a rider splices ,"distanceM":N before the last byte).
+	JSON []byte
+
+	left atomic.Pointer[Removal] // LeftArea, built on first use
+}
+
+// Removal is a removal with its wire encodings, shared by the riders it goes to.
+type Removal struct {
+	ID     string
+	Reason meshcastv1.RemovalReason
+	// Proto is the protobuf encoding of the meshcast.v1.Removal message (not of a RiderEvent).
+	Proto []byte
+	// JSON is the protojson encoding of the Removal message, e.g. {"id":"f/v","reason":"REMOVAL_REASON_STALE"}.
+	JSON []byte
+}
+
+// encodes counts vehicle and removal encodings (Stats.Encodings): the proof that an event is
+// encoded once per process, not once per rider.
+var encodes atomic.Uint64
+
+// NewEntry builds the shared entry of a vehicle: it encodes v once in each wire format. v must
+// have an id and a valid third-order mesh; it is not modified (a copy with DistanceM 0 is used if
+// v carries a distance). The entry keeps v: the caller must not modify it afterwards.
+func NewEntry(v *meshcastv1.Vehicle) (*Entry, error) {
+	if v.GetId() == "" {
+		return nil, fmt.Errorf("hub: vehicle without id")
+	}
+	m, err := mesh.Parse(v.Mesh)
+	if err != nil {
+		return nil, fmt.Errorf("hub: vehicle %s: %w", v.Id, err)
+	}
+	if m.Level() != mesh.ThirdLevel {
+		return nil, fmt.Errorf("hub: vehicle %s: mesh %s is not a third-order mesh", v.Id, v.Mesh)
+	}
+	if v.DistanceM != 0 {
+		v = proto.CloneOf(v)
+		v.DistanceM = 0
+	}
+	pb, err := proto.MarshalOptions{Deterministic: true}.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("hub: marshal vehicle %s: %w", v.Id, err)
+	}
+	js, err := protojson.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("hub: marshal vehicle %s to JSON: %w", v.Id, err)
+	}
+	encodes.Add(1)
+	return &Entry{
+		V: v, ID: v.Id, Mesh: m, Lat: v.Lat, Lon: v.Lon, Class: v.Class, ObservedAtMs: v.ObservedAtMs,
+		Proto: pb, JSON: js,
+	}, nil
+}
+
+// LeftArea returns the LEFT_AREA removal of the entry's vehicle (for riders whose circle or
+// nearest-N cap the vehicle left), encoded on first use and then shared.
+func (e *Entry) LeftArea() *Removal {
+	if r := e.left.Load(); r != nil {
+		return r
+	}
+	r := NewRemoval(e.ID, meshcastv1.RemovalReason_REMOVAL_REASON_LEFT_AREA)
+	e.left.Store(r) // a racing builder stores an equal value
+	return r
+}
+
+// NewRemoval encodes the removal of vehicle id for reason in both wire formats.
+func NewRemoval(id string, reason meshcastv1.RemovalReason) *Removal {
+	encodes.Add(1)
+	var pb []byte
+	pb = protowire.AppendTag(pb, 1, protowire.BytesType)
+	pb = protowire.AppendString(pb, id)
+	if reason != 0 {
+		pb = protowire.AppendTag(pb, 2, protowire.VarintType)
+		pb = protowire.AppendVarint(pb, uint64(reason))
+	}
+	js := make([]byte, 0, len(id)+48)
+	js = append(js, `{"id":`...)
+	js = AppendJSONString(js, id)
+	if reason != 0 {
+		js = append(js, `,"reason":`...)
+		js = AppendEnum(js, int32(reason), meshcastv1.RemovalReason_name)
+	}
+	js = append(js, '}')
+	return &Removal{ID: id, Reason: reason, Proto: pb, JSON: js}
+}
+
+// AppendEnum appends the protojson form of an enum value: its quoted name, or the number when the
+// value has no name.
+func AppendEnum(b []byte, v int32, names map[int32]string) []byte {
+	if n, ok := names[v]; ok {
+		b = append(b, '"')
+		b = append(b, n...)
+		return append(b, '"')
+	}
+	return strconv.AppendInt(b, int64(v), 10)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string (quoted and escaped). Invalid UTF-8 becomes U+FFFD.
+func AppendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, "\uFFFD"...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

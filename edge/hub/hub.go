@@ -1,0 +1,652 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/mesh"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrClosed is returned by Join on a closed hub.
+var ErrClosed = errors.New("hub: closed")
+
+// Options configure a Hub. The zero value is valid.
+type Options struct {
+	// TTL: a vehicle whose last fix is this old gets a STALE removal (and an upsert that is
+	// already this old is ignored). Default 10s; use the bus's TTL.
+	TTL time.Duration
+	// Sweep is how often the TTL is checked. Default TTL/10, at most 1s.
+	Sweep time.Duration
+	// Shards is the number of lock shards (for meshes and for vehicles). Default 64.
+	Shards int
+	// Now is the clock (tests). Default time.Now.
+	Now func() time.Time
+	// Logger gets a line for resyncs and bad events. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer gets the hub metrics (see the package doc). Nil: not registered.
+	Registerer prometheus.Registerer
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.TTL < 0 || o.Sweep < 0 || o.Shards < 0 {
+		return o, fmt.Errorf("hub options: negative TTL %v, Sweep %v or Shards %d", o.TTL, o.Sweep, o.Shards)
+	}
+	if o.TTL == 0 {
+		o.TTL = 10 * time.Second
+	}
+	if o.TTL < time.Millisecond {
+		return o, fmt.Errorf("hub options: TTL %v below 1ms", o.TTL)
+	}
+	if o.Sweep == 0 {
+		o.Sweep = min(o.TTL/10, time.Second)
+	}
+	if o.Shards == 0 {
+		o.Shards = 64
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
+
+// Watcher receives the events of the meshes it joined. Its methods are called with hub locks held:
+// they must not block and must not call back into the hub.
+type Watcher interface {
+	// Deliver hands over one event. The event and its entry are shared: read-only.
+	Deliver(ev *Event)
+	// HubClosed says that the hub closed: no more events will come.
+	HubClosed()
+}
+
+// Event is one change of a mesh's state, shared by every watcher of the mesh.
+type Event struct {
+	Mesh mesh.Code
+	ID   string
+	// ObservedAtMs is the time of the fix that caused the event (for a removal: of the fix that
+	// removed the vehicle; for a STALE removal, the vehicle's last fix).
+	ObservedAtMs int64
+	// Upsert is the vehicle for an upsert, nil for a removal.
+	Upsert *Entry
+	// Removal is the removal (nil for an upsert).
+	Removal *Removal
+	// MovedTo is, for a removal caused by a move to another mesh, that mesh (else 0). A watcher
+	// that also watches it keeps the vehicle: the upsert there follows or has already come.
+	MovedTo mesh.Code
+}
+
+// Hub owns the edge's bus subscription: one subscription per mesh per process, reference counted
+// by the watchers of the mesh, and the current state of each subscribed mesh.
+type Hub struct {
+	o   Options
+	b   bus.Bus
+	sub bus.Subscription
+	m   *metrics
+
+	seed    maphash.Seed
+	meshes  []meshShard
+	vehs    []vehShard
+	closed  atomic.Bool
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	resyncs chan struct{} // signal: pending holds meshes to resync
+
+	resyncMu sync.Mutex
+	pending  map[mesh.Code]struct{}
+
+	events, dropped, expired atomic.Uint64
+}
+
+type meshShard struct {
+	mu     sync.Mutex
+	meshes map[mesh.Code]*meshState
+	_      [40]byte // keep shards on separate cache lines
+}
+
+type vehShard struct {
+	mu   sync.Mutex
+	seen map[string]int64 // vehicle id → newest fix time of any event seen (any mesh)
+	_    [40]byte
+}
+
+// meshState is the state of one subscribed mesh. Fields are guarded by the mesh's shard lock.
+type meshState struct {
+	code     mesh.Code
+	ready    chan struct{} // closed when seeded (err set on failure)
+	err      error
+	closing  bool          // the last watcher left: being unsubscribed
+	gone     chan struct{} // closed when unsubscribed (only when closing)
+	epoch    uint64        // incremented when a (re)seed starts
+	vehicles map[string]slot
+	watchers []Watcher
+	index    map[Watcher]int // position in watchers
+}
+
+type slot struct {
+	e     *Entry
+	epoch uint64 // epoch of the write
+}
+
+// New returns a hub over b. Close it to end the subscription and its goroutines.
+func New(b bus.Bus, o Options) (*Hub, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{
+		o:       o,
+		b:       b,
+		m:       newMetrics(o.Registerer),
+		seed:    maphash.MakeSeed(),
+		meshes:  make([]meshShard, o.Shards),
+		vehs:    make([]vehShard, o.Shards),
+		resyncs: make(chan struct{}, 1),
+		pending: map[mesh.Code]struct{}{},
+	}
+	for i := range h.meshes {
+		h.meshes[i].meshes = map[mesh.Code]*meshState{}
+		h.vehs[i].seen = map[string]int64{}
+	}
+	h.sub, err = b.Subscribe(handler{h})
+	if err != nil {
+		return nil, fmt.Errorf("hub: subscribe: %w", err)
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.wg.Add(2)
+	go h.sweeper()
+	go h.resyncer()
+	return h, nil
+}
+
+// TTL returns the hub's TTL.
+func (h *Hub) TTL() time.Duration { return h.o.TTL }
+
+// Close ends the bus subscription and the hub's goroutines and tells every watcher (HubClosed).
+func (h *Hub) Close() error {
+	if h.closed.Swap(true) {
+		return nil
+	}
+	h.cancel()
+	h.wg.Wait()
+	err := h.sub.Close()
+	for i := range h.meshes {
+		sh := &h.meshes[i]
+		sh.mu.Lock()
+		for _, st := range sh.meshes {
+			for _, w := range st.watchers {
+				w.HubClosed()
+			}
+			st.watchers, st.index = nil, map[Watcher]int{}
+		}
+		sh.mu.Unlock()
+	}
+	h.m.meshes.Set(0)
+	if err != nil && !errors.Is(err, bus.ErrClosed) {
+		return fmt.Errorf("hub: close subscription: %w", err)
+	}
+	return nil
+}
+
+func (h *Hub) meshShard(m mesh.Code) *meshShard {
+	// meshes are dense decimal codes: mix them so neighbours land on different shards
+	x := uint64(m) * 0x9E3779B97F4A7C15
+	return &h.meshes[(x>>32)%uint64(len(h.meshes))]
+}
+
+func (h *Hub) vehShard(id string) *vehShard {
+	return &h.vehs[maphash.String(h.seed, id)%uint64(len(h.vehs))]
+}
+
+// Join registers w on the meshes and, for each mesh, calls seed with every vehicle of the mesh's
+// current state, under the mesh's lock: every event of the mesh after that seed goes to w, every
+// one before it is reflected in it. A mesh nobody watched yet is subscribed on the bus and seeded
+// from its snapshot first (Join waits for that). Joining a mesh w already watches only calls seed
+// again. On error (ctx, a closed hub, the bus) w may be registered on some of the meshes: call
+// Leave with all of them.
+func (h *Hub) Join(ctx context.Context, w Watcher, ms []mesh.Code, seed func(*Entry)) error {
+	for _, m := range ms {
+		if err := h.join(ctx, w, m, seed); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Hub) join(ctx context.Context, w Watcher, m mesh.Code, seed func(*Entry)) error {
+	if !m.Valid() || m.Level() != mesh.ThirdLevel {
+		return fmt.Errorf("hub: join: %d is not a third-order mesh", uint64(m))
+	}
+	sh := h.meshShard(m)
+	for {
+		if h.closed.Load() {
+			return ErrClosed
+		}
+		sh.mu.Lock()
+		st := sh.meshes[m]
+		if st == nil {
+			st = &meshState{code: m, ready: make(chan struct{}), vehicles: map[string]slot{}, index: map[Watcher]int{}}
+			sh.meshes[m] = st
+			h.m.meshes.Inc()
+			sh.mu.Unlock()
+			err := h.subscribe(ctx, st)
+			sh.mu.Lock()
+			if err != nil {
+				st.err = err
+				close(st.ready)
+				h.drop(sh, st) // unlocks
+				return err
+			}
+			close(st.ready)
+			h.register(st, w, seed)
+			sh.mu.Unlock()
+			return nil
+		}
+		if st.closing {
+			gone := st.gone
+			sh.mu.Unlock()
+			select {
+			case <-gone:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("hub: join mesh %s: %w", m, ctx.Err())
+			}
+		}
+		select {
+		case <-st.ready:
+		default:
+			ready := st.ready
+			sh.mu.Unlock()
+			select {
+			case <-ready:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("hub: join mesh %s: %w", m, ctx.Err())
+			}
+		}
+		if st.err != nil { // only seen while the failed state is being dropped
+			err := st.err
+			sh.mu.Unlock()
+			return err
+		}
+		h.register(st, w, seed)
+		sh.mu.Unlock()
+		return nil
+	}
+}
+
+// register adds w to st (if new) and seeds it; called with st's shard lock held.
+func (h *Hub) register(st *meshState, w Watcher, seed func(*Entry)) {
+	if _, ok := st.index[w]; !ok {
+		st.index[w] = len(st.watchers)
+		st.watchers = append(st.watchers, w)
+	}
+	if seed != nil {
+		for _, s := range st.vehicles {
+			seed(s.e)
+		}
+	}
+}
+
+// subscribe subscribes st's mesh on the bus and seeds its state from the snapshot.
+func (h *Hub) subscribe(ctx context.Context, st *meshState) error {
+	if err := h.sub.Add(ctx, st.code); err != nil {
+		return fmt.Errorf("hub: subscribe mesh %s: %w", st.code, err)
+	}
+	if err := h.reseed(ctx, st); err != nil {
+		return err
+	}
+	return nil
+}
+
+// drop unsubscribes st and removes it from its shard; called with sh locked, returns unlocked.
+// Joiners arriving meanwhile wait for st.gone.
+func (h *Hub) drop(sh *meshShard, st *meshState) {
+	st.closing = true
+	st.gone = make(chan struct{})
+	sh.mu.Unlock()
+	// a fresh context: a rider's cancelled context must not leave the mesh subscribed
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := h.sub.Remove(ctx, st.code); err != nil && !errors.Is(err, bus.ErrClosed) {
+		h.o.Logger.Warn("hub: unsubscribe mesh", "mesh", st.code.String(), "err", err)
+	}
+	cancel()
+	sh.mu.Lock()
+	delete(sh.meshes, st.code)
+	h.m.meshes.Dec()
+	sh.mu.Unlock()
+	close(st.gone)
+}
+
+// Leave unregisters w from the meshes; a mesh whose last watcher left is unsubscribed from the
+// bus and forgotten. Meshes w does not watch are ignored.
+func (h *Hub) Leave(w Watcher, ms []mesh.Code) {
+	for _, m := range ms {
+		sh := h.meshShard(m)
+		sh.mu.Lock()
+		st := sh.meshes[m]
+		if st == nil || st.closing {
+			sh.mu.Unlock()
+			continue
+		}
+		i, ok := st.index[w]
+		if !ok {
+			sh.mu.Unlock()
+			continue
+		}
+		last := len(st.watchers) - 1
+		if i != last {
+			st.watchers[i] = st.watchers[last]
+			st.index[st.watchers[i]] = i
+		}
+		st.watchers[last] = nil
+		st.watchers = st.watchers[:last]
+		delete(st.index, w)
+		if len(st.watchers) > 0 || h.closed.Load() {
+			sh.mu.Unlock()
+			continue
+		}
+		h.drop(sh, st)
+	}
+}
+
+// handler is the hub's bus.Handler (kept off the Hub's exported methods).
+type handler struct{ h *Hub }
+
+func (x handler) OnEvent(m mesh.Code, ev *meshcastv1.MeshEvent, raw []byte) { x.h.onEvent(m, ev) }
+func (x handler) OnResync(m mesh.Code) {
+	h := x.h
+	h.resyncMu.Lock()
+	h.pending[m] = struct{}{}
+	h.resyncMu.Unlock()
+	select {
+	case h.resyncs <- struct{}{}:
+	default:
+	}
+}
+
+// onEvent applies one bus event to the mesh state and fans it out.
+func (h *Hub) onEvent(m mesh.Code, ev *meshcastv1.MeshEvent) {
+	h.m.received.Inc()
+	switch k := ev.Kind.(type) {
+	case *meshcastv1.MeshEvent_Upsert:
+		if k.Upsert.ObservedAtMs <= h.cutoff() {
+			h.m.dropped.WithLabelValues("expired").Inc()
+			return
+		}
+		e, err := NewEntry(k.Upsert)
+		if err != nil {
+			h.m.dropped.WithLabelValues("bad").Inc()
+			h.o.Logger.Warn("hub: bad upsert", "mesh", m.String(), "err", err)
+			return
+		}
+		if e.Mesh != m {
+			h.m.dropped.WithLabelValues("bad").Inc()
+			h.o.Logger.Warn("hub: upsert of another mesh", "mesh", m.String(), "vehicle_mesh", e.Mesh.String())
+			return
+		}
+		h.upsert(m, e, 0, false)
+	case *meshcastv1.MeshEvent_Remove:
+		var moved mesh.Code
+		if ev.MovedTo != "" {
+			moved, _ = mesh.Parse(ev.MovedTo) // an invalid one is treated as no move
+		}
+		id := k.Remove.GetId()
+		h.remove(m, id, ev.ObservedAtMs, moved, func() *Removal { return NewRemoval(id, k.Remove.GetReason()) }, nil)
+	}
+}
+
+// upsert applies an upsert to mesh m's state and fans it out, unless the hub has seen a newer
+// event of the vehicle (on any mesh). reseed marks a write from a snapshot read in epoch ep:
+// then an equal or newer state is kept.
+func (h *Hub) upsert(m mesh.Code, e *Entry, ep uint64, reseed bool) {
+	vs := h.vehShard(e.ID)
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	if seen, ok := vs.seen[e.ID]; ok && (e.ObservedAtMs < seen || reseed && e.ObservedAtMs == seen) {
+		if !reseed {
+			h.m.dropped.WithLabelValues("older").Inc()
+		}
+		return
+	}
+	vs.seen[e.ID] = e.ObservedAtMs
+	sh := h.meshShard(m)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := sh.meshes[m]
+	if st == nil {
+		return
+	}
+	if reseed {
+		if cur, ok := st.vehicles[e.ID]; ok && cur.e.ObservedAtMs >= e.ObservedAtMs {
+			return
+		}
+	}
+	st.vehicles[e.ID] = slot{e: e, epoch: st.epoch}
+	h.fanout(st, &Event{Mesh: m, ID: e.ID, ObservedAtMs: e.ObservedAtMs, Upsert: e})
+}
+
+// remove applies a removal of vehicle id from mesh m and fans it out (removals are never dropped
+// for being older: a watcher applies a removal only to a vehicle it holds in that mesh with an
+// older or equal fix). If match is not nil, the removal happens only while the state holds that
+// very entry (TTL and resync removals).
+func (h *Hub) remove(m mesh.Code, id string, t int64, moved mesh.Code, rem func() *Removal, match *Entry) {
+	vs := h.vehShard(id)
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	if seen, ok := vs.seen[id]; !ok || t > seen {
+		vs.seen[id] = t
+	}
+	sh := h.meshShard(m)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := sh.meshes[m]
+	if st == nil {
+		return
+	}
+	cur, ok := st.vehicles[id]
+	if match != nil && (!ok || cur.e != match) {
+		return
+	}
+	if ok && cur.e.ObservedAtMs <= t {
+		delete(st.vehicles, id)
+	}
+	if len(st.watchers) == 0 {
+		return
+	}
+	h.fanout(st, &Event{Mesh: m, ID: id, ObservedAtMs: t, Removal: rem(), MovedTo: moved})
+}
+
+func (h *Hub) fanout(st *meshState, ev *Event) {
+	h.events.Add(1)
+	for _, w := range st.watchers {
+		w.Deliver(ev)
+	}
+	h.m.deliveries.Add(float64(len(st.watchers)))
+}
+
+func (h *Hub) cutoff() int64 { return h.o.Now().UnixMilli() - h.o.TTL.Milliseconds() }
+
+// reseed reads mesh st's snapshot and brings the state to it: new or newer vehicles are upserted,
+// vehicles the snapshot lacks (and no event touched since the read began) are removed as STALE.
+func (h *Hub) reseed(ctx context.Context, st *meshState) error {
+	sh := h.meshShard(st.code)
+	sh.mu.Lock()
+	st.epoch++
+	ep := st.epoch
+	sh.mu.Unlock()
+	vs, err := h.b.Snapshot(ctx, st.code)
+	if err != nil {
+		return fmt.Errorf("hub: snapshot of mesh %s: %w", st.code, err)
+	}
+	in := make(map[string]struct{}, len(vs))
+	cutoff := h.cutoff()
+	for _, v := range vs {
+		if v.ObservedAtMs <= cutoff || v.Mesh != st.code.String() {
+			continue
+		}
+		e, err := NewEntry(v)
+		if err != nil {
+			h.m.dropped.WithLabelValues("bad").Inc()
+			continue
+		}
+		in[e.ID] = struct{}{}
+		h.upsert(st.code, e, ep, true)
+	}
+	sh.mu.Lock()
+	var gone []*Entry
+	for id, s := range st.vehicles {
+		if _, ok := in[id]; !ok && s.epoch < ep {
+			gone = append(gone, s.e)
+		}
+	}
+	sh.mu.Unlock()
+	for _, e := range gone {
+		h.remove(st.code, e.ID, e.ObservedAtMs, 0, func() *Removal {
+			return NewRemoval(e.ID, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
+		}, e)
+	}
+	return nil
+}
+
+// resyncer re-reads the snapshot of the meshes the bus asked to resync.
+func (h *Hub) resyncer() {
+	defer h.wg.Done()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-h.resyncs:
+		}
+		h.resyncMu.Lock()
+		ms := make([]mesh.Code, 0, len(h.pending))
+		for m := range h.pending {
+			ms = append(ms, m)
+		}
+		clear(h.pending)
+		h.resyncMu.Unlock()
+		for _, m := range ms {
+			sh := h.meshShard(m)
+			sh.mu.Lock()
+			st := sh.meshes[m]
+			ok := st != nil && !st.closing && st.err == nil
+			if ok {
+				select {
+				case <-st.ready:
+				default:
+					ok = false // being seeded: the seed reads the snapshot after the subscription
+				}
+			}
+			sh.mu.Unlock()
+			if !ok {
+				continue
+			}
+			h.m.resyncs.Inc()
+			if err := h.reseed(h.ctx, st); err != nil && h.ctx.Err() == nil {
+				h.o.Logger.Warn("hub: resync failed, retrying", "mesh", m.String(), "err", err)
+				h.retryResync(m)
+			}
+		}
+	}
+}
+
+// retryResync queues mesh m for another resync after a failed one, after a pause.
+func (h *Hub) retryResync(m mesh.Code) {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-h.ctx.Done():
+		return
+	case <-t.C:
+	}
+	handler{h}.OnResync(m)
+}
+
+// sweeper runs Sweep every Options.Sweep.
+func (h *Hub) sweeper() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.o.Sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+			h.Sweep()
+		}
+	}
+}
+
+// Sweep removes (STALE) the vehicles whose last fix is at least TTL old at Options.Now and
+// forgets old per-vehicle times. The hub runs it every Options.Sweep; tests with a fake clock call
+// it directly.
+func (h *Hub) Sweep() {
+	cutoff := h.cutoff()
+	var stale []*Entry
+	for i := range h.meshes {
+		sh := &h.meshes[i]
+		sh.mu.Lock()
+		for _, st := range sh.meshes {
+			for _, s := range st.vehicles {
+				if s.e.ObservedAtMs <= cutoff {
+					stale = append(stale, s.e)
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+	for _, e := range stale {
+		h.expired.Add(1)
+		h.m.expired.Inc()
+		h.remove(e.Mesh, e.ID, e.ObservedAtMs, 0, func() *Removal {
+			return NewRemoval(e.ID, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
+		}, e)
+	}
+	for i := range h.vehs {
+		vs := &h.vehs[i]
+		vs.mu.Lock()
+		for id, t := range vs.seen {
+			if t <= cutoff {
+				delete(vs.seen, id)
+			}
+		}
+		vs.mu.Unlock()
+	}
+}
+
+// Stats are counters of the hub's work since New.
+type Stats struct {
+	Meshes    int    // meshes subscribed now
+	Vehicles  int    // vehicles held now (all meshes)
+	Watchers  int    // (watcher, mesh) registrations now
+	Events    uint64 // events fanned out
+	Encodings uint64 // vehicle and removal encodings done by this process (all hubs)
+	Expired   uint64 // STALE removals from the TTL
+}
+
+// Stats returns the hub's counters (it walks all meshes: not for hot paths).
+func (h *Hub) Stats() Stats {
+	s := Stats{Events: h.events.Load(), Encodings: encodes.Load(), Expired: h.expired.Load()}
+	for i := range h.meshes {
+		sh := &h.meshes[i]
+		sh.mu.Lock()
+		for _, st := range sh.meshes {
+			s.Meshes++
+			s.Vehicles += len(st.vehicles)
+			s.Watchers += len(st.watchers)
+		}
+		sh.mu.Unlock()
+	}
+	return s
+}

@@ -1,0 +1,760 @@
+package session
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/meshcast/meshcast/core/mesh"
+	"github.com/meshcast/meshcast/edge/hub"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+)
+
+// Options configure a session. The zero value means the defaults.
+type Options struct {
+	DefaultRadiusM uint32        // radius_m when the request has 0. Default 1000.
+	MaxRadiusM     uint32        // largest radius_m accepted. Default 3000.
+	Heartbeat      time.Duration // a Heartbeat event when nothing else was sent for this long. Default 15s.
+	// QueueLimit is the largest number of distinct vehicles with an update pending (updates of one
+	// vehicle are coalesced, the latest wins) before the rider is cut with ErrTooSlow. Default 256.
+	QueueLimit int
+	MaxBatch   int              // most frames one Next returns. Default 64.
+	Now        func() time.Time // the clock. Default time.Now.
+	// FirstSeq is the seq of the first frame, to continue a stream's numbering (SSE: Last-Event-ID
+	// + 1). 0 means 1.
+	FirstSeq uint64
+}
+
+var (
+	// ErrTooSlow: the rider fell behind (WebSocket close 4008, gRPC RESOURCE_EXHAUSTED, SSE end of
+	// stream).
+	ErrTooSlow = errors.New("rider too slow")
+	// ErrClosed: the session was closed (Close, or the hub closed).
+	ErrClosed = errors.New("session closed")
+)
+
+// Session is one rider's stream: the vehicles of its area as a Snapshot followed by the changes.
+// Next is called by one goroutine (the writer); Move and Close may be called from others.
+type Session struct {
+	h      *hub.Hub
+	o      Options
+	w      *watcher
+	ttlMs  int64
+	ctx    context.Context // ends a Join in progress on Close
+	cancel context.CancelFunc
+
+	moveMu sync.Mutex  // serialises Move and leaving the hub
+	joined []mesh.Code // meshes registered with the hub (guarded by moveMu)
+
+	signal chan struct{} // cap 1: something for Next
+	timer  *time.Timer   // Next's wake-up (used by Next only)
+
+	mu       sync.Mutex // guards the rest
+	a        area
+	items    map[string]*item // the vehicles of the rider's view (and those with a removal pending)
+	shown    itemHeap         // with a cap: the N nearest (max-heap)
+	rest     itemHeap         // with a cap: the other vehicles in the area (min-heap)
+	ready    []*item          // FIFO of items with an op pending (may hold stale entries)
+	later    laterHeap        // items whose upsert waits for min_interval_ms
+	transits []*item          // items waiting for the upsert of a move
+	npend    int              // items with an op pending
+	needSnap bool             // the next frame is a Snapshot
+	joining  bool             // a Join is in progress: the view is incomplete
+	seq      uint64
+	lastSend time.Time
+	err      error
+	left     bool // left the hub after a cut
+	outs     []out
+	snap     []vehicle
+	enc      encoder
+}
+
+type area struct {
+	lat, lon, radius float64
+	classes          uint32 // bit per VehicleClass; 0: all
+	maxN             int
+	interval         time.Duration
+	meshes           []mesh.Code // sorted
+}
+
+func newArea(req *meshcastv1.WatchRequest, o Options) (area, error) {
+	if err := Validate(req, o); err != nil {
+		return area{}, err
+	}
+	cover, err := mesh.Cover(req.Lat, req.Lon, float64(req.RadiusM))
+	if err != nil { // Validate checked the domain and radius
+		return area{}, fmt.Errorf("session: cover: %w", err)
+	}
+	slices.Sort(cover)
+	a := area{
+		lat: req.Lat, lon: req.Lon, radius: float64(req.RadiusM),
+		maxN:     int(req.MaxVehicles),
+		interval: time.Duration(req.MinIntervalMs) * time.Millisecond,
+		meshes:   cover,
+	}
+	for _, c := range req.Classes {
+		a.classes |= 1 << uint(c)
+	}
+	return a, nil
+}
+
+func (a *area) watches(m mesh.Code) bool {
+	_, ok := slices.BinarySearch(a.meshes, m)
+	return ok
+}
+
+func (a *area) classOK(c meshcastv1.VehicleClass) bool {
+	if a.classes == 0 {
+		return true
+	}
+	if c == meshcastv1.VehicleClass_VEHICLE_CLASS_UNSPECIFIED {
+		c = meshcastv1.VehicleClass_VEHICLE_CLASS_STANDARD // UNSPECIFIED means STANDARD
+	}
+	return c >= 0 && c < 32 && a.classes&(1<<uint(c)) != 0
+}
+
+type opKind uint8
+
+const (
+	opNone opKind = iota
+	opUpsert
+	opRemove
+)
+
+// item is one vehicle of the view.
+type item struct {
+	id   string
+	e    *hub.Entry // latest position
+	mesh mesh.Code  // mesh the vehicle is in (for a move in progress: the mesh it moves to)
+	t    int64      // fix time of the latest event applied
+	dist float64
+
+	in      bool         // in the area: within the radius, of a wanted class
+	shown   bool         // in the rider's view (in, and among the N nearest with a cap)
+	sent    bool         // the rider has it, as of the frames returned so far
+	transit bool         // removed from its mesh by a move to a watched mesh: the upsert follows
+	rem     *hub.Removal // why it stopped being in (nil: LEFT_AREA)
+
+	op       opKind // the pending update (coalesced: the latest wins)
+	queued   bool   // in Session.ready
+	lidx     int    // index in Session.later, -1 if not there
+	due      time.Time
+	lastSent time.Time // last upsert sent
+	heap     int8      // 0: none, 1: shown, 2: rest
+	hidx     int
+}
+
+// out is one frame of a batch before encoding.
+type out struct {
+	kind Kind
+	v    vehicle
+	r    *hub.Removal
+}
+
+// watcher is the session's hub.Watcher (kept off Session's exported methods).
+type watcher struct{ s *Session }
+
+// New validates req, joins the meshes of its area and returns the session; the first Next returns
+// the Snapshot. The caller must Close the session.
+func New(h *hub.Hub, req *meshcastv1.WatchRequest, o Options) (*Session, error) {
+	o = o.withDefaults()
+	a, err := newArea(req, o)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{
+		h:        h,
+		o:        o,
+		ttlMs:    h.TTL().Milliseconds(),
+		signal:   make(chan struct{}, 1),
+		seq:      max(o.FirstSeq, 1) - 1,
+		lastSend: o.Now(),
+	}
+	s.w = &watcher{s}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if err := s.move(a); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Move validates req and moves the area to it: the next Next starts with a new Snapshot (the
+// pending events of the old area are dropped). A bad request (*InvalidError) leaves the session as
+// it was; any other error (the hub or the bus failed) ends the session: Next returns it.
+func (s *Session) Move(req *meshcastv1.WatchRequest) error {
+	a, err := newArea(req, s.o)
+	if err != nil {
+		return err
+	}
+	return s.move(a)
+}
+
+func (s *Session) move(a area) error {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return err
+	}
+	s.a = a
+	s.resetView()
+	s.needSnap, s.joining = true, true
+	s.mu.Unlock()
+
+	old := s.joined
+	err := s.h.Join(s.ctx, s.w, a.meshes, s.seedEntry)
+	if err != nil {
+		s.h.Leave(s.w, old)
+		s.h.Leave(s.w, a.meshes)
+		s.joined = nil
+		err = fmt.Errorf("session: join area: %w", err)
+	} else {
+		s.joined = a.meshes
+		var gone []mesh.Code
+		for _, m := range old {
+			if !a.watches(m) {
+				gone = append(gone, m)
+			}
+		}
+		s.h.Leave(s.w, gone)
+	}
+	s.mu.Lock()
+	s.joining = false
+	if err != nil && s.err == nil {
+		s.err = err
+		s.resetView()
+	}
+	if s.err != nil {
+		err = s.err
+	}
+	s.mu.Unlock()
+	s.wake()
+	return err
+}
+
+// Close ends the session: it leaves the hub, and Next returns ErrClosed. It may be called more than
+// once and concurrently with Next and Move.
+func (s *Session) Close() {
+	s.mu.Lock()
+	if s.err != ErrClosed {
+		s.err = ErrClosed
+		s.resetView()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	s.wake()
+	s.leave()
+}
+
+// leave unregisters from the hub (after Close or a cut).
+func (s *Session) leave() {
+	s.moveMu.Lock()
+	defer s.moveMu.Unlock()
+	if s.joined != nil {
+		s.h.Leave(s.w, s.joined)
+		s.joined = nil
+	}
+}
+
+// resetView forgets the view and everything pending; called with mu held.
+func (s *Session) resetView() {
+	s.items = map[string]*item{}
+	s.shown.reset()
+	s.rest.reset()
+	s.shown.tag, s.rest.tag = 1, 2
+	clear(s.ready)
+	s.ready = s.ready[:0]
+	clear(s.later)
+	s.later = s.later[:0]
+	s.transits = s.transits[:0]
+	s.npend = 0
+}
+
+func (s *Session) wake() {
+	select {
+	case s.signal <- struct{}{}:
+	default:
+	}
+}
+
+// seedEntry adds a vehicle of a mesh's state (called by Join under the mesh's lock).
+func (s *Session) seedEntry(e *hub.Entry) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.upsert(e)
+	}
+	s.mu.Unlock()
+}
+
+func (w *watcher) Deliver(ev *hub.Event) {
+	s := w.s
+	s.mu.Lock()
+	if s.err != nil || !s.a.watches(ev.Mesh) {
+		s.mu.Unlock()
+		return
+	}
+	if ev.Upsert != nil {
+		s.upsert(ev.Upsert)
+	} else {
+		s.remove(ev)
+	}
+	pending := s.npend > 0 || s.err != nil
+	s.mu.Unlock()
+	if pending {
+		s.wake()
+	}
+}
+
+func (w *watcher) HubClosed() {
+	s := w.s
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = ErrClosed
+		s.resetView()
+	}
+	s.mu.Unlock()
+	s.wake()
+}
+
+// upsert applies a vehicle's new position (mu held).
+func (s *Session) upsert(e *hub.Entry) {
+	it := s.items[e.ID]
+	if it != nil && e.ObservedAtMs < it.t {
+		return // older than what the view holds
+	}
+	d := mesh.DistanceM(s.a.lat, s.a.lon, e.Lat, e.Lon)
+	in := d <= s.a.radius && s.a.classOK(e.Class)
+	if it == nil {
+		if !in {
+			return
+		}
+		it = &item{id: e.ID, lidx: -1}
+		s.items[e.ID] = it
+	}
+	if it.transit {
+		it.transit = false
+	}
+	changed := it.e != e
+	it.e, it.mesh, it.t, it.dist = e, e.Mesh, e.ObservedAtMs, d
+	if !in {
+		it.rem = nil // LEFT_AREA
+	}
+	s.setIn(it, in, changed)
+}
+
+// remove applies a removal (mu held): only to a vehicle the view holds in that mesh with a fix not
+// newer than the removal's. A removal caused by a move to a mesh of the area keeps the vehicle.
+func (s *Session) remove(ev *hub.Event) {
+	it := s.items[ev.ID]
+	if it == nil || !it.in || it.mesh != ev.Mesh || ev.ObservedAtMs < it.t {
+		return
+	}
+	it.t = ev.ObservedAtMs
+	if ev.MovedTo != 0 && s.a.watches(ev.MovedTo) {
+		it.mesh = ev.MovedTo
+		if !it.transit {
+			it.transit = true
+			s.transits = append(s.transits, it)
+		}
+		return
+	}
+	it.transit = false
+	it.rem = ev.Removal
+	s.setIn(it, false, false)
+}
+
+// setIn records whether it is in the area (changed: its position changed), updates the nearest-N
+// cap and queues what the rider must be sent.
+func (s *Session) setIn(it *item, in, changed bool) {
+	if s.a.maxN == 0 {
+		it.in, it.shown = in, in
+		s.reconcile(it, changed)
+		return
+	}
+	s.heapRemove(it)
+	it.in, it.shown = in, false
+	if in {
+		heap.Push(&s.rest, it)
+	}
+	s.rebalance()
+	s.reconcile(it, changed)
+}
+
+// rebalance restores the cap's invariant: shown holds the maxN nearest of the area (by distance,
+// then id), rest the others.
+func (s *Session) rebalance() {
+	for s.shown.Len() < s.a.maxN && s.rest.Len() > 0 {
+		x := heap.Pop(&s.rest).(*item)
+		heap.Push(&s.shown, x)
+		x.shown = true
+		s.reconcile(x, false)
+	}
+	for s.shown.Len() > 0 && s.rest.Len() > 0 && nearer(s.rest.s[0], s.shown.s[0]) {
+		a := heap.Pop(&s.shown).(*item)
+		b := heap.Pop(&s.rest).(*item)
+		heap.Push(&s.rest, a)
+		heap.Push(&s.shown, b)
+		a.shown, b.shown = false, true
+		s.reconcile(a, false)
+		s.reconcile(b, false)
+	}
+}
+
+func (s *Session) heapRemove(it *item) {
+	switch it.heap {
+	case 1:
+		heap.Remove(&s.shown, it.hidx)
+	case 2:
+		heap.Remove(&s.rest, it.hidx)
+	}
+	it.heap = 0
+}
+
+// reconcile queues the update that brings the rider to it's target state (mu held).
+func (s *Session) reconcile(it *item, changed bool) {
+	switch {
+	case s.needSnap:
+		s.unqueue(it) // the snapshot carries it
+	case it.shown && (!it.sent || changed || it.op == opRemove):
+		s.enqueue(it, opUpsert)
+	case !it.shown && it.sent:
+		s.enqueue(it, opRemove)
+	case !it.shown && !it.sent:
+		s.unqueue(it) // the rider never saw it
+	}
+	if !it.in && it.op == opNone && (!it.sent || s.needSnap) && s.items[it.id] == it {
+		delete(s.items, it.id)
+	}
+}
+
+func (s *Session) enqueue(it *item, op opKind) {
+	if it.op == opNone {
+		s.npend++
+		if s.npend > s.o.QueueLimit {
+			s.cut()
+			return
+		}
+	}
+	it.op = op
+	if op == opRemove && it.lidx >= 0 {
+		heap.Remove(&s.later, it.lidx) // removals are not delayed
+	}
+	if it.lidx < 0 && !it.queued {
+		it.queued = true
+		s.ready = append(s.ready, it)
+		if len(s.ready) > 2*s.npend+64 {
+			s.compact()
+		}
+	}
+}
+
+func (s *Session) unqueue(it *item) {
+	if it.op == opNone {
+		return
+	}
+	it.op = opNone
+	s.npend--
+	if it.lidx >= 0 {
+		heap.Remove(&s.later, it.lidx)
+	}
+}
+
+// compact drops the stale entries of the ready FIFO.
+func (s *Session) compact() {
+	live := s.ready[:0]
+	for _, it := range s.ready {
+		if it.op != opNone && it.lidx < 0 {
+			live = append(live, it)
+		} else {
+			it.queued = false
+		}
+	}
+	clear(s.ready[len(live):])
+	s.ready = live
+}
+
+// cut ends a rider that fell behind.
+func (s *Session) cut() {
+	s.err = ErrTooSlow
+	s.resetView()
+}
+
+// Next blocks until at least one event is ready (or the heartbeat is due), then returns up to
+// MaxBatch frames appended to dst. The frames' bytes are not reused by the session. It returns
+// ErrTooSlow once the rider was cut, ErrClosed after Close, ctx.Err() when ctx ends, or the error
+// of a failed Move. Next must not be called concurrently with itself.
+func (s *Session) Next(ctx context.Context, dst []Frame) ([]Frame, error) {
+	for {
+		s.mu.Lock()
+		if err := s.err; err != nil {
+			left := s.left
+			s.left = true
+			s.mu.Unlock()
+			if !left {
+				s.leave()
+			}
+			return dst, err
+		}
+		wait := time.Duration(-1)
+		if !s.joining {
+			now := s.o.Now()
+			if s.fill(now) {
+				s.lastSend = now
+				dst = s.enc.frames(dst)
+				s.mu.Unlock()
+				return dst, nil
+			}
+			wait = s.nextWake(now)
+		}
+		s.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return dst, err
+		}
+		if wait < 0 {
+			select {
+			case <-s.signal:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		if s.timer == nil {
+			s.timer = time.NewTimer(wait)
+		} else {
+			s.timer.Reset(wait)
+		}
+		select {
+		case <-s.signal:
+		case <-ctx.Done():
+		case <-s.timer.C:
+		}
+		s.timer.Stop()
+	}
+}
+
+// fill encodes the next batch into s.enc and reports whether it holds a frame (mu held).
+func (s *Session) fill(now time.Time) bool {
+	s.expireTransits(now)
+	outs := s.outs[:0]
+	if s.needSnap {
+		s.needSnap = false
+		snap := s.snap[:0]
+		for _, it := range s.items {
+			it.sent = it.shown
+			if it.shown {
+				it.lastSent = now
+				snap = append(snap, vehicle{it.e, roundDist(it.dist)})
+			}
+		}
+		slices.SortFunc(snap, func(a, b vehicle) int {
+			return cmp.Or(cmp.Compare(a.dist, b.dist), cmp.Compare(a.e.ID, b.e.ID))
+		})
+		s.snap = snap
+		outs = append(outs, out{kind: KindSnapshot})
+	}
+	for len(s.later) > 0 && !s.later[0].due.After(now) {
+		it := heap.Pop(&s.later).(*item)
+		if it.op != opNone && !it.queued {
+			it.queued = true
+			s.ready = append(s.ready, it)
+		}
+	}
+	n := 0
+	for len(outs) < s.o.MaxBatch && n < len(s.ready) {
+		it := s.ready[n]
+		n++
+		it.queued = false
+		switch it.op {
+		case opNone:
+			continue
+		case opUpsert:
+			if s.a.interval > 0 && !it.lastSent.IsZero() && now.Before(it.lastSent.Add(s.a.interval)) {
+				it.due = it.lastSent.Add(s.a.interval)
+				heap.Push(&s.later, it)
+				continue
+			}
+			outs = append(outs, out{kind: KindUpsert, v: vehicle{it.e, roundDist(it.dist)}})
+			it.sent, it.lastSent = true, now
+		case opRemove:
+			r := it.rem
+			if it.in || r == nil {
+				r = it.e.LeftArea()
+			}
+			outs = append(outs, out{kind: KindRemove, r: r})
+			it.sent = false
+		}
+		it.op = opNone
+		s.npend--
+		if !it.in && !it.sent && s.items[it.id] == it {
+			delete(s.items, it.id)
+		}
+	}
+	clear(s.ready[:n])
+	s.ready = s.ready[n:]
+	if len(s.ready) == 0 {
+		s.ready = s.ready[:0:0] // let the backing array go once drained
+	}
+	if len(outs) == 0 && !now.Before(s.lastSend.Add(s.o.Heartbeat)) {
+		outs = append(outs, out{kind: KindHeartbeat})
+	}
+	s.outs = outs
+	if len(outs) == 0 {
+		return false
+	}
+	s.encode(now)
+	return true
+}
+
+// encode turns s.outs into frames in s.enc, with one buffer for the whole batch.
+func (s *Session) encode(now time.Time) {
+	size := 0
+	for _, o := range s.outs {
+		switch o.kind {
+		case KindSnapshot:
+			size += 64
+			for _, v := range s.snap {
+				size += len(v.e.Proto) + len(v.e.JSON) + 40
+			}
+		case KindUpsert:
+			size += len(o.v.e.Proto) + len(o.v.e.JSON) + 80
+		case KindRemove:
+			size += len(o.r.Proto) + len(o.r.JSON) + 64
+		case KindHeartbeat:
+			size += 96
+		}
+	}
+	s.enc.buf = make([]byte, 0, size)
+	for i := range s.outs {
+		o := &s.outs[i]
+		s.seq++
+		switch o.kind {
+		case KindSnapshot:
+			s.enc.snapshot(s.seq, s.snap)
+		case KindUpsert:
+			s.enc.upsert(s.seq, o.v)
+		case KindRemove:
+			s.enc.remove(s.seq, o.r)
+		case KindHeartbeat:
+			s.enc.heartbeat(s.seq, now.UnixMilli())
+		}
+		*o = out{}
+	}
+	clear(s.snap)
+	s.snap = s.snap[:0]
+}
+
+// expireTransits removes, as STALE, vehicles whose move's upsert never came within the TTL.
+func (s *Session) expireTransits(now time.Time) {
+	if len(s.transits) == 0 {
+		return
+	}
+	nowMs := now.UnixMilli()
+	keep := s.transits[:0]
+	for _, it := range s.transits {
+		switch {
+		case !it.transit || s.items[it.id] != it:
+		case nowMs >= it.t+s.ttlMs:
+			it.transit = false
+			it.rem = hub.NewRemoval(it.id, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
+			s.setIn(it, false, false)
+		default:
+			keep = append(keep, it)
+		}
+	}
+	clear(s.transits[len(keep):])
+	s.transits = keep
+}
+
+// nextWake returns how long Next may sleep without missing a heartbeat, a deferred update or a
+// transit expiry (mu held).
+func (s *Session) nextWake(now time.Time) time.Duration {
+	at := s.lastSend.Add(s.o.Heartbeat)
+	if len(s.later) > 0 && s.later[0].due.Before(at) {
+		at = s.later[0].due
+	}
+	for _, it := range s.transits {
+		if d := time.UnixMilli(it.t + s.ttlMs); d.Before(at) {
+			at = d
+		}
+	}
+	return max(at.Sub(now), 0)
+}
+
+func roundDist(d float64) uint32 {
+	return uint32(math.Round(d))
+}
+
+// nearer orders items by distance, then id.
+func nearer(a, b *item) bool {
+	if a.dist != b.dist {
+		return a.dist < b.dist
+	}
+	return a.id < b.id
+}
+
+// itemHeap is a heap of items: the shown heap (tag 1) has the farthest on top, the rest heap
+// (tag 2) the nearest.
+type itemHeap struct {
+	s   []*item
+	tag int8
+}
+
+func (h *itemHeap) Len() int { return len(h.s) }
+func (h *itemHeap) Swap(i, j int) {
+	h.s[i], h.s[j] = h.s[j], h.s[i]
+	h.s[i].hidx, h.s[j].hidx = i, j
+}
+func (h *itemHeap) Less(i, j int) bool {
+	if h.tag == 1 {
+		return nearer(h.s[j], h.s[i])
+	}
+	return nearer(h.s[i], h.s[j])
+}
+func (h *itemHeap) Push(x any) {
+	it := x.(*item)
+	it.heap, it.hidx = h.tag, len(h.s)
+	h.s = append(h.s, it)
+}
+func (h *itemHeap) Pop() any {
+	it := h.s[len(h.s)-1]
+	h.s[len(h.s)-1] = nil
+	h.s = h.s[:len(h.s)-1]
+	it.heap = 0
+	return it
+}
+
+func (h *itemHeap) reset() {
+	clear(h.s)
+	h.s = h.s[:0]
+}
+
+// laterHeap orders deferred items by due time.
+type laterHeap []*item
+
+func (h laterHeap) Len() int           { return len(h) }
+func (h laterHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h laterHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].lidx, h[j].lidx = i, j
+}
+func (h *laterHeap) Push(x any) {
+	it := x.(*item)
+	it.lidx = len(*h)
+	*h = append(*h, it)
+}
+func (h *laterHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	it.lidx = -1
+	return it
+}
