@@ -197,6 +197,13 @@ func newPublisher(t testing.TB, addr, id string) *publisher {
 
 func (p *publisher) publish(t testing.TB, topic, contentType string, payload []byte) {
 	t.Helper()
+	if err := p.try(topic, contentType, payload); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// try publishes with QoS 1 and waits for the PUBACK (safe to call from any goroutine).
+func (p *publisher) try(topic, contentType string, payload []byte) error {
 	pub := &paho.Publish{Topic: topic, QoS: 1, Payload: payload}
 	if contentType != "" {
 		pub.Properties = &paho.PublishProperties{ContentType: contentType}
@@ -204,8 +211,9 @@ func (p *publisher) publish(t testing.TB, topic, contentType string, payload []b
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	if _, err := p.c.Publish(ctx, pub); err != nil {
-		t.Fatalf("publish %s: %v", topic, err)
+		return fmt.Errorf("publish %s: %w", topic, err)
 	}
+	return nil
 }
 
 func fixJSON(lat, lon float64, ts int64, status string) []byte {

@@ -179,6 +179,11 @@ func (b *Broker) writeConfig() error {
 		"max_queued_bytes 0",
 		"persistent_client_expiration 1h",
 	}
+	if os.Geteuid() == 0 {
+		// Started as root, mosquitto drops to user "mosquitto", which cannot write to the
+		// harness's directory: stay root (the broker only listens on loopback).
+		lines = append(lines, "user root")
+	}
 	if b.o.Persistence {
 		lines = append(lines,
 			"persistence true",
