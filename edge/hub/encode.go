@@ -2,13 +2,13 @@ package hub
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/meshcast/meshcast/core/mesh"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -29,8 +29,9 @@ type Entry struct {
 	// Proto is the deterministic protobuf encoding of V without distance_m (fields 1-9 in order,
 	// so a rider appends field 10 to complete it).
 	Proto []byte
-	// JSON is the protojson encoding of V without distanceM: one line, starting with '{' and
-	// ending with '}' (a rider splices ,"distanceM":N before the last byte).
+	// JSON is the protojson encoding of V without distanceM (AppendVehicleJSON): compact, one
+	// line, starting with '{' and ending with '}' (a rider splices ,"distanceM":N before the last
+	// byte).
 	JSON []byte
 
 	left atomic.Pointer[Removal] // LeftArea, built on first use
@@ -72,10 +73,7 @@ func NewEntry(v *meshcastv1.Vehicle) (*Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub: marshal vehicle %s: %w", v.Id, err)
 	}
-	js, err := protojson.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("hub: marshal vehicle %s to JSON: %w", v.Id, err)
-	}
+	js := AppendVehicleJSON(make([]byte, 0, 160+len(v.Id)+len(v.Fleet)), v)
 	encodes.Add(1)
 	return &Entry{
 		V: v, ID: v.Id, Mesh: m, Lat: v.Lat, Lon: v.Lon, Class: v.Class, ObservedAtMs: v.ObservedAtMs,
@@ -168,4 +166,81 @@ func AppendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// AppendVehicleJSON appends the protojson encoding of v to b, compact (no spaces) and in field
+// order, as protojson.Marshal would write it with its default options apart from spacing: zero
+// fields omitted, int64 as a string, enums by name, NaN and infinities as strings. protojson.Unmarshal
+// of the result equals v.
+func AppendVehicleJSON(b []byte, v *meshcastv1.Vehicle) []byte {
+	b = append(b, '{')
+	n := len(b)
+	sep := func(b []byte, name string) []byte {
+		if len(b) > n {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, name...)
+		return append(b, '"', ':')
+	}
+	if v.Id != "" {
+		b = AppendJSONString(sep(b, "id"), v.Id)
+	}
+	if v.Fleet != "" {
+		b = AppendJSONString(sep(b, "fleet"), v.Fleet)
+	}
+	if v.Lat != 0 || math.Signbit(v.Lat) {
+		b = appendJSONFloat(sep(b, "lat"), v.Lat, 64)
+	}
+	if v.Lon != 0 || math.Signbit(v.Lon) {
+		b = appendJSONFloat(sep(b, "lon"), v.Lon, 64)
+	}
+	if v.HeadingDeg != 0 || math.Signbit(float64(v.HeadingDeg)) {
+		b = appendJSONFloat(sep(b, "headingDeg"), float64(v.HeadingDeg), 32)
+	}
+	if v.SpeedKmh != 0 || math.Signbit(float64(v.SpeedKmh)) {
+		b = appendJSONFloat(sep(b, "speedKmh"), float64(v.SpeedKmh), 32)
+	}
+	if v.Class != 0 {
+		b = AppendEnum(sep(b, "class"), int32(v.Class), meshcastv1.VehicleClass_name)
+	}
+	if v.Mesh != "" {
+		b = AppendJSONString(sep(b, "mesh"), v.Mesh)
+	}
+	if v.ObservedAtMs != 0 {
+		b = append(sep(b, "observedAtMs"), '"')
+		b = strconv.AppendInt(b, v.ObservedAtMs, 10)
+		b = append(b, '"')
+	}
+	if v.DistanceM != 0 {
+		b = strconv.AppendUint(sep(b, "distanceM"), uint64(v.DistanceM), 10)
+	}
+	return append(b, '}')
+}
+
+// appendJSONFloat formats a float like protojson (which follows encoding/json).
+func appendJSONFloat(b []byte, f float64, bits int) []byte {
+	switch {
+	case math.IsNaN(f):
+		return append(b, `"NaN"`...)
+	case math.IsInf(f, 1):
+		return append(b, `"Infinity"`...)
+	case math.IsInf(f, -1):
+		return append(b, `"-Infinity"`...)
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 {
+		if bits == 64 && (abs < 1e-6 || abs >= 1e21) || bits == 32 && (float32(abs) < 1e-6 || float32(abs) >= 1e21) {
+			format = 'e'
+		}
+	}
+	b = strconv.AppendFloat(b, f, format, -1, bits)
+	if format == 'e' { // clean up e-09 to e-9
+		n := len(b)
+		if n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
 }

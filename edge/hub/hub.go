@@ -414,13 +414,14 @@ func (h *Hub) upsert(m mesh.Code, e *Entry, ep uint64, reseed bool) {
 	vs := h.vehShard(e.ID)
 	vs.mu.Lock()
 	defer vs.mu.Unlock()
-	if seen, ok := vs.seen[e.ID]; ok && (e.ObservedAtMs < seen || reseed && e.ObservedAtMs == seen) {
+	if seen, ok := vs.seen[e.ID]; ok && e.ObservedAtMs < seen {
 		if !reseed {
 			h.m.dropped.WithLabelValues("older").Inc()
 		}
 		return
+	} else if !ok || e.ObservedAtMs > seen {
+		vs.seen[e.ID] = e.ObservedAtMs
 	}
-	vs.seen[e.ID] = e.ObservedAtMs
 	sh := h.meshShard(m)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -439,14 +439,17 @@ func (s *Session) reconcile(it *item, changed bool) {
 func (s *Session) enqueue(it *item, op opKind) {
 	if it.op == opNone {
 		s.npend++
-		if s.npend > s.o.QueueLimit {
-			s.cut()
-			return
-		}
 	}
 	it.op = op
-	if op == opRemove && it.lidx >= 0 {
+	switch {
+	case it.queued:
+	case op == opRemove && it.lidx >= 0:
 		heap.Remove(&s.later, it.lidx) // removals are not delayed
+	case op == opUpsert && it.lidx < 0 && s.a.interval > 0 && !it.lastSent.IsZero():
+		if due := it.lastSent.Add(s.a.interval); s.o.Now().Before(due) {
+			it.due = due
+			heap.Push(&s.later, it)
+		}
 	}
 	if it.lidx < 0 && !it.queued {
 		it.queued = true
@@ -454,6 +457,10 @@ func (s *Session) enqueue(it *item, op opKind) {
 		if len(s.ready) > 2*s.npend+64 {
 			s.compact()
 		}
+	}
+	// updates waiting for min_interval_ms are not the rider's fault
+	if s.npend-len(s.later) > s.o.QueueLimit {
+		s.cut()
 	}
 }
 
