@@ -3,7 +3,9 @@ package bus
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,85 +16,83 @@ import (
 
 // The Lua scripts. Every script touches the keys of one hash tag only (one vehicle, or one mesh), so
 // it runs atomically on the slot's master. They are idempotent (guarded by the fix time), so the
-// client may retry them after a lost reply.
+// client may retry them after a lost reply. They make as few redis.call()s as they can: inside a
+// script each call costs about as much as the command itself again (argument and reply
+// conversion), and Redis CPU is what limits Apply throughput.
 
-// casScript is the per-vehicle compare-and-set.
+// casScript is the per-vehicle compare-and-set. The state is one string
+// "<ts>,<mesh>,<disp>,<previous mesh>,<previous disp>".
 // KEYS: vehicle state. ARGV: fix ts, mesh, dispatchable (0/1), state TTL ms.
 // Returns {1, old mesh, old disp} when applied, {2, previous mesh, previous disp} for a duplicate
 // of the last applied fix (the caller replays that transition; the guarded mesh writes make the
 // replay a no-op unless a write was lost), {0} when stale.
 const casScript = `
-local s = redis.call('HMGET', KEYS[1], 'ts', 'mesh', 'disp', 'pmesh', 'pdisp')
-if s[1] then
-  local cur, ts = tonumber(s[1]), tonumber(ARGV[1])
-  if cur > ts then return {0} end
-  if cur == ts then
-    if s[2] == ARGV[2] and s[3] == ARGV[3] then return {2, s[4] or '', s[5] or '0'} end
-    return {0}
+local pm, pd = '', '0'
+local s = redis.call('GET', KEYS[1])
+if s then
+  local t, m, d, ppm, ppd = string.match(s, '^(%-?%d+),(%d*),([01]),(%d*),([01])$')
+  if t then
+    local cur, ts = tonumber(t), tonumber(ARGV[1])
+    if cur > ts then return {0} end
+    if cur == ts then
+      if m == ARGV[2] and d == ARGV[3] then return {2, ppm, ppd} end
+      return {0}
+    end
+    pm, pd = m, d
   end
 end
-redis.call('HSET', KEYS[1], 'ts', ARGV[1], 'mesh', ARGV[2], 'disp', ARGV[3], 'pmesh', s[2] or '', 'pdisp', s[3] or '0')
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {1, s[2] or '', s[3] or '0'}
+redis.call('SET', KEYS[1], ARGV[1] .. ',' .. ARGV[2] .. ',' .. ARGV[3] .. ',' .. pm .. ',' .. pd, 'PX', ARGV[4])
+return {1, pm, pd}
 `
 
-// trimLua drops up to 64 entries (live or tombstone) whose fix is at or before the cutoff.
-const trimLua = `
-local function trim(veh, tsk, cutoff)
-  local old = redis.call('ZRANGEBYSCORE', tsk, '-inf', cutoff, 'LIMIT', 0, 64)
-  if #old > 0 then
-    redis.call('ZREM', tsk, unpack(old))
-    redis.call('HDEL', veh, unpack(old))
+// meshLua is shared by the mesh scripts. A mesh hash maps vehicle id to "<ts>|<protobuf Vehicle>",
+// or "<ts>|" for a removal (tombstone).
+const meshLua = `
+local function fixtime(v)
+  return tonumber(string.match(v, '^[^|]*')) or -1/0
+end
+-- trim deletes every entry (vehicle or tombstone) whose fix is at or before the cutoff.
+local function trim(h, cutoff, all)
+  all = all or redis.call('HGETALL', h)
+  local c, old = tonumber(cutoff), {}
+  for i = 1, #all, 2 do
+    if fixtime(all[i + 1]) <= c then old[#old + 1] = all[i] end
+  end
+  for i = 1, #old, 512 do
+    redis.call('HDEL', h, unpack(old, i, math.min(i + 511, #old)))
   end
 end
 `
 
-// upsertScript stores a dispatchable vehicle in a mesh and publishes the event, unless the mesh
-// already saw a fix as new or newer for it (upsert or removal tombstone).
-// KEYS: mesh veh hash, mesh ts zset, mesh channel. ARGV: id, ts, vehicle, event, cutoff, key TTL ms.
-const upsertScript = trimLua + `
-local cur = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+// writeScript is the guarded mesh write: it stores the entry and publishes the event unless the
+// mesh already saw a fix as new or newer for the vehicle (upsert or tombstone).
+// KEYS: mesh hash, mesh channel. ARGV: id, ts, entry, event, cutoff, key TTL ms, trim (0/1).
+const writeScript = meshLua + `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and fixtime(cur) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-trim(KEYS[1], KEYS[2], ARGV[5])
+if ARGV[7] == '1' then trim(KEYS[1], ARGV[5]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('SPUBLISH', KEYS[3], ARGV[4])
+redis.call('SPUBLISH', KEYS[2], ARGV[4])
 return 1
 `
 
-// removeScript takes a vehicle out of a mesh, leaves a tombstone (its fix time in the ts zset) and
-// publishes the event, unless the mesh already saw a fix as new or newer for it.
-// KEYS: mesh veh hash, mesh ts zset, mesh channel. ARGV: id, ts, event, cutoff, key TTL ms.
-const removeScript = trimLua + `
-local cur = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if cur and tonumber(cur) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
-trim(KEYS[1], KEYS[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-redis.call('SPUBLISH', KEYS[3], ARGV[3])
-return 1
-`
-
-// snapshotScript returns the payloads of the vehicles whose fix is after the cutoff.
-// KEYS: mesh veh hash, mesh ts zset. ARGV: cutoff.
-const snapshotScript = trimLua + `
-trim(KEYS[1], KEYS[2], ARGV[1])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
-local out = {}
-for i = 1, #ids, 512 do
-  local chunk = {}
-  for j = i, math.min(i + 511, #ids) do chunk[#chunk + 1] = ids[j] end
-  local vals = redis.call('HMGET', KEYS[1], unpack(chunk))
-  for j = 1, #vals do
-    if vals[j] then out[#out + 1] = vals[j] end
-  end
+// snapshotScript trims the mesh and returns the entries of the vehicles whose fix is after the
+// cutoff. KEYS: mesh hash. ARGV: cutoff.
+const snapshotScript = meshLua + `
+local all = redis.call('HGETALL', KEYS[1])
+trim(KEYS[1], ARGV[1], all)
+local c, out = tonumber(ARGV[1]), {}
+for i = 2, #all, 2 do
+  local v = all[i]
+  if fixtime(v) > c and string.sub(v, -1) ~= '|' then out[#out + 1] = v end
 end
 return out
 `
+
+// trimEvery is the mean number of mesh writes between trims of a mesh (random sampling), which
+// bounds the leftovers of vehicles that stopped reporting in a busy mesh nobody reads.
+const trimEvery = 16
 
 // redisBus is the Bus over Redis (standalone or cluster); see the package doc.
 type redisBus struct {
@@ -101,8 +101,7 @@ type redisBus struct {
 	pub      rueidis.Client // Apply and Snapshot (auto-pipelined)
 	sub      *subscriber    // subscriptions, on their own client
 	cas      *rueidis.Lua
-	upsert   *rueidis.Lua
-	remove   *rueidis.Lua
+	write    *rueidis.Lua
 	snapshot *rueidis.Lua
 	keyTTL   string // PEXPIRE of the mesh keys, ms
 	stateTTL string // PEXPIRE of the vehicle state, ms
@@ -122,6 +121,7 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 		ForceSingleClient: !ep.cluster,
 		DisableCache:      true,
 		ClientName:        "meshcast-bus",
+		MaxFlushDelay:     o.FlushDelay,
 	}
 	pub, err := rueidis.NewClient(opt)
 	if err != nil {
@@ -136,6 +136,7 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 		return nil, fmt.Errorf("bus: ping %v: %w", ep.hosts, err)
 	}
 	opt.ClientName = "meshcast-bus-sub"
+	opt.MaxFlushDelay = 0
 	subc, err := rueidis.NewClient(opt)
 	if err != nil {
 		pub.Close()
@@ -146,8 +147,7 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 		m:        newMetrics(o.Registerer),
 		pub:      pub,
 		cas:      rueidis.NewLuaScriptRetryable(casScript),
-		upsert:   rueidis.NewLuaScriptRetryable(upsertScript),
-		remove:   rueidis.NewLuaScriptRetryable(removeScript),
+		write:    rueidis.NewLuaScriptRetryable(writeScript),
 		snapshot: rueidis.NewLuaScriptRetryable(snapshotScript),
 		keyTTL:   strconv.FormatInt((2 * o.TTL).Milliseconds(), 10),
 		stateTTL: strconv.FormatInt(o.StateTTL.Milliseconds(), 10),
@@ -156,13 +156,14 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 	return b, nil
 }
 
-// vehicleKey is the per-vehicle state hash: <prefix>:veh:{<id>}.
+// vehicleKey is the per-vehicle state: <prefix>:veh:{<id>}.
 func (b *redisBus) vehicleKey(id string) string { return b.o.KeyPrefix + ":veh:{" + id + "}" }
 
-// meshKeys returns <prefix>:{<mesh>}:veh, :ts and :ev (the shard channel), one slot.
+// meshKeys returns <prefix>:{<mesh>}:veh (the hash) and <prefix>:{<mesh>}:ev (the shard channel),
+// one slot.
 func (b *redisBus) meshKeys(m string) []string {
 	p := b.o.KeyPrefix + ":{" + m + "}:"
-	return []string{p + "veh", p + "ts", p + "ev"}
+	return []string{p + "veh", p + "ev"}
 }
 
 func (b *redisBus) Apply(ctx context.Context, u Update) (Result, error) {
@@ -226,18 +227,16 @@ func (b *redisBus) apply(ctx context.Context, u Update) (Result, error) {
 	var buf [256]byte
 	for _, o := range plan(vstate{mesh: oldMesh, disp: oldDisp == "1"}, cur, u.Reason) {
 		ev := string(appendEvent(buf[:0], o, id, vb, ts, nowMs))
-		var r rueidis.RedisResult
+		entry, kind := tsArg+"|", "removal"
 		if o.upsert {
-			r = b.upsert.Exec(ctx, b.pub, b.meshKeys(o.mesh), []string{id, tsArg, string(vb), ev, cutoff, b.keyTTL})
-		} else {
-			r = b.remove.Exec(ctx, b.pub, b.meshKeys(o.mesh), []string{id, tsArg, ev, cutoff, b.keyTTL})
+			entry, kind = tsArg+"|"+string(vb), "upsert"
 		}
-		n, err := r.AsInt64()
+		trim := "0"
+		if rand.IntN(trimEvery) == 0 {
+			trim = "1"
+		}
+		n, err := b.write.Exec(ctx, b.pub, b.meshKeys(o.mesh), []string{id, tsArg, entry, ev, cutoff, b.keyTTL, trim}).AsInt64()
 		if err != nil {
-			kind := "removal"
-			if o.upsert {
-				kind = "upsert"
-			}
 			return res, fmt.Errorf("bus: apply %s@%d: %s on mesh %s: %w", id, ts, kind, o.mesh, err)
 		}
 		res.Events += int(n)
@@ -254,7 +253,7 @@ func (b *redisBus) Snapshot(ctx context.Context, m mesh.Code) ([]*meshcastv1.Veh
 	}
 	cutoff := strconv.FormatInt(b.o.Now().UnixMilli()-b.o.TTL.Milliseconds(), 10)
 	ms := m.String()
-	vals, err := b.snapshot.Exec(ctx, b.pub, b.meshKeys(ms)[:2], []string{cutoff}).ToArray()
+	vals, err := b.snapshot.Exec(ctx, b.pub, b.meshKeys(ms)[:1], []string{cutoff}).ToArray()
 	if err != nil {
 		return nil, fmt.Errorf("bus: snapshot of mesh %s: %w", ms, err)
 	}
@@ -264,7 +263,13 @@ func (b *redisBus) Snapshot(ctx context.Context, m mesh.Code) ([]*meshcastv1.Veh
 		if err != nil {
 			return nil, fmt.Errorf("bus: snapshot of mesh %s: %w", ms, err)
 		}
-		v, err := decodeVehicle([]byte(s))
+		_, payload, ok := strings.Cut(s, "|")
+		if !ok {
+			b.m.badData.Inc()
+			b.sub.logBad("snapshot entry", ms, fmt.Errorf("no fix time in %q", s))
+			continue
+		}
+		v, err := decodeVehicle([]byte(payload))
 		if err != nil {
 			b.m.badData.Inc()
 			b.sub.logBad("snapshot entry", ms, err)

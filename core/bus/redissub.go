@@ -91,7 +91,7 @@ func (s *subscriber) newChannel(m mesh.Code) *channelSub {
 	cs := &channelSub{
 		s:        s,
 		code:     m,
-		name:     s.b.meshKeys(m.String())[2],
+		name:     s.b.meshKeys(m.String())[1],
 		ctx:      ctx,
 		cancel:   cancel,
 		prev:     s.stopping[m],

@@ -1,0 +1,116 @@
+package bus_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/mesh"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+)
+
+// benchApply runs parallel Apply calls of vehicle transitions: every goroutine owns 200 vehicles
+// spread over 1000 meshes and sends them fixes in turn with increasing times; every 10th fix of a
+// vehicle moves it to the next mesh (a removal and an upsert), the others are upserts in place.
+// transitions/s counts Apply calls (each applied, none stale).
+func benchApply(b *testing.B, bb bus.Bus) {
+	ms := gridMeshes(1000)
+	const perG = 200
+	var gs atomic.Int64
+	base := time.Now().UnixMilli()
+	var events atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		g := int(gs.Add(1))
+		ids := make([]string, perG)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("bench%d/g%d-v%d", base, g, i)
+		}
+		v := &meshcastv1.Vehicle{Fleet: fmt.Sprintf("bench%d", base), Lat: 35.68, Lon: 139.76, HeadingDeg: 90, SpeedKmh: 30,
+			Class: meshcastv1.VehicleClass_VEHICLE_CLASS_STANDARD}
+		u := bus.Update{Vehicle: v, Dispatchable: true}
+		ctx := context.Background()
+		var n, ev int
+		for pb.Next() {
+			i, k := n%perG, n/perG
+			m := ms[(g*perG+i+(k+i)/10)%len(ms)] // moves when (k+i)%10 == 0
+			v.Id, v.Mesh, v.ObservedAtMs = ids[i], meshString(m), base+int64(k)
+			res, err := bb.Apply(ctx, u)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if !res.Applied {
+				b.Errorf("fix %d of %s not applied", k, v.Id)
+				return
+			}
+			ev += res.Events
+			n++
+		}
+		events.Add(int64(ev))
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "transitions/s")
+	b.ReportMetric(float64(events.Load())/float64(b.N), "events/op")
+}
+
+var meshStrings atomic.Pointer[map[mesh.Code]string]
+
+// meshString caches mesh code strings so the benchmark loop measures the bus, not formatting.
+func meshString(m mesh.Code) string {
+	if p := meshStrings.Load(); p != nil {
+		if s, ok := (*p)[m]; ok {
+			return s
+		}
+	}
+	next := map[mesh.Code]string{}
+	if p := meshStrings.Load(); p != nil {
+		for k, v := range *p {
+			next[k] = v
+		}
+	}
+	next[m] = m.String()
+	meshStrings.Store(&next)
+	return next[m]
+}
+
+// benchParallelism is the number of Apply goroutines per GOMAXPROCS (BUS_PARALLELISM, default 64):
+// Apply is two round trips, so throughput needs many calls in flight.
+func benchParallelism() int {
+	if p, err := strconv.Atoi(os.Getenv("BUS_PARALLELISM")); err == nil && p > 0 {
+		return p
+	}
+	return 64
+}
+
+func benchOptions() bus.Options {
+	fd, _ := time.ParseDuration(os.Getenv("BUS_FLUSH_DELAY"))
+	return bus.Options{KeyPrefix: uniquePrefix(), Logger: slog.New(slog.DiscardHandler), FlushDelay: fd}
+}
+
+// BenchmarkApplyCluster measures Apply throughput into a local 3-master Redis Cluster.
+func BenchmarkApplyCluster(b *testing.B) {
+	_, c := sharedRedis(b)
+	b.SetParallelism(benchParallelism())
+	benchApply(b, openRedis(b, c.URL(), benchOptions()))
+}
+
+// BenchmarkApplySingle measures Apply throughput into one local Redis.
+func BenchmarkApplySingle(b *testing.B) {
+	s, _ := sharedRedis(b)
+	b.SetParallelism(benchParallelism())
+	benchApply(b, openRedis(b, s.URL(), benchOptions()))
+}
+
+// BenchmarkApplyMemory measures the in-memory bus.
+func BenchmarkApplyMemory(b *testing.B) {
+	bb := bus.NewMemory(benchOptions())
+	defer bb.Close()
+	benchApply(b, bb)
+}
