@@ -30,10 +30,10 @@
 // fix arrives first instead, a removal lost that way is covered by the TTL.
 //
 // Snapshot returns the dispatchable vehicles of a mesh whose fix is younger than Options.TTL at
-// Options.Now; older entries and tombstones are trimmed by the write and read scripts, and the
-// mesh keys expire 2×TTL after their last write, so idle meshes vanish without a cleaner. The
-// vehicle state expires Options.StateTTL after its last update. Snapshot entries come in no
-// particular order.
+// Options.Now. Older entries and tombstones are trimmed by every snapshot read and by a random one
+// in 16 mesh writes, and the mesh keys expire 2×TTL after their last write, so idle meshes vanish
+// and busy ones stay small without a cleaner. The vehicle state expires Options.StateTTL after its
+// last update. Snapshot entries come in no particular order.
 //
 // Subscriptions: [Bus.Subscribe] returns a [Subscription] whose meshes are added and removed at
 // run time; Add returns once the channels are subscribed. Pub/sub is at-most-once: when a
@@ -47,21 +47,25 @@
 // Keys and the channel of one mesh share the hash tag {<mesh>} so that a script touching them runs
 // on one slot, and meshes spread over all shards of a cluster. <p> is Options.KeyPrefix ("mc").
 //
-//	<p>:veh:{<fleet>/<vehicle>}  hash  ts, mesh, disp (0/1): the last applied fix; pmesh, pdisp: the
-//	                                   state before it (to replay a duplicate). PEXPIRE StateTTL.
-//	<p>:{<mesh>}:veh             hash  vehicle id → protobuf meshcast.v1.Vehicle of the dispatchable
-//	                                   vehicles. PEXPIRE 2×TTL, refreshed on write.
-//	<p>:{<mesh>}:ts              zset  vehicle id → fix time (Unix ms) of the last upsert or removal
-//	                                   (tombstone) seen; entries at or before now−TTL are trimmed.
-//	                                   PEXPIRE 2×TTL, refreshed on write.
+//	<p>:veh:{<fleet>/<vehicle>}  string  "<ts>,<mesh>,<disp>,<prev mesh>,<prev disp>": the last
+//	                                     applied fix (Unix ms), its mesh and dispatchability (0/1),
+//	                                     and the state before it (to replay a duplicate).
+//	                                     PX StateTTL, set on every applied fix.
+//	<p>:{<mesh>}:veh             hash    vehicle id → "<ts>|<protobuf meshcast.v1.Vehicle>" for a
+//	                                     dispatchable vehicle, "<ts>|" for a removal (tombstone):
+//	                                     the newest fix the mesh saw for it. PEXPIRE 2×TTL,
+//	                                     refreshed on write.
 //	<p>:{<mesh>}:ev              shard channel (SPUBLISH/SSUBSCRIBE): protobuf meshcast.v1.MeshEvent.
 //
-// <mesh> is the 8-digit third-order mesh code. Four Lua scripts (EVALSHA, falling back to EVAL)
-// do the work: the per-vehicle compare-and-set on the vehicle key; upsert+SPUBLISH and
-// removal+SPUBLISH on a mesh's slot, guarded by the fix time; and the snapshot read. Each touches
-// one hash tag, so each is atomic on its slot's master; all are idempotent, so rueidis may retry
-// them after a lost reply. An Apply is one script call on the vehicle's slot plus one per event
-// (two for a move), all auto-pipelined by rueidis with the calls of other goroutines.
+// <mesh> is the 8-digit third-order mesh code. Three Lua scripts (EVALSHA, falling back to EVAL)
+// do the work: the per-vehicle compare-and-set on the vehicle key; the guarded mesh write
+// (entry + PEXPIRE + SPUBLISH, or nothing if the mesh saw a fix as new) on a mesh's slot; and the
+// snapshot read. Each touches one hash tag, so each is atomic on its slot's master; all are
+// idempotent, so rueidis may retry them after a lost reply. An Apply is one script call on the
+// vehicle's slot plus one per event (two for a move), auto-pipelined by rueidis with the calls of
+// other goroutines. The state is a string and the mesh keeps one hash (not a hash plus a sorted
+// set) because inside a script every redis.call costs about as much again as the command, and
+// Redis CPU bounds Apply throughput: the common transition costs 2+4 calls.
 //
 // # Subscriptions over Redis
 //
