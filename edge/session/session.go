@@ -72,6 +72,7 @@ type Session struct {
 	left     bool // left the hub after a cut
 	outs     []out
 	snap     []vehicle
+	touched  []*item
 	enc      encoder
 }
 
@@ -373,7 +374,8 @@ func (s *Session) remove(ev *hub.Event) {
 }
 
 // setIn records whether it is in the area (changed: its position changed), updates the nearest-N
-// cap and queues what the rider must be sent.
+// cap and queues what the rider must be sent: removals before additions, so that the rider never
+// holds more than N vehicles.
 func (s *Session) setIn(it *item, in, changed bool) {
 	if s.a.maxN == 0 {
 		it.in, it.shown = in, in
@@ -385,18 +387,30 @@ func (s *Session) setIn(it *item, in, changed bool) {
 	if in {
 		heap.Push(&s.rest, it)
 	}
-	s.rebalance()
-	s.reconcile(it, changed)
+	touched := append(s.touched[:0], it)
+	touched = s.rebalance(touched)
+	for _, x := range touched {
+		if !x.shown {
+			s.reconcile(x, false)
+		}
+	}
+	for _, x := range touched {
+		if x.shown {
+			s.reconcile(x, x == it && changed)
+		}
+	}
+	clear(touched)
+	s.touched = touched[:0]
 }
 
 // rebalance restores the cap's invariant: shown holds the maxN nearest of the area (by distance,
-// then id), rest the others.
-func (s *Session) rebalance() {
+// then id), rest the others. It appends the items that changed sides to touched.
+func (s *Session) rebalance(touched []*item) []*item {
 	for s.shown.Len() < s.a.maxN && s.rest.Len() > 0 {
 		x := heap.Pop(&s.rest).(*item)
 		heap.Push(&s.shown, x)
 		x.shown = true
-		s.reconcile(x, false)
+		touched = append(touched, x)
 	}
 	for s.shown.Len() > 0 && s.rest.Len() > 0 && nearer(s.rest.s[0], s.shown.s[0]) {
 		a := heap.Pop(&s.shown).(*item)
@@ -404,9 +418,9 @@ func (s *Session) rebalance() {
 		heap.Push(&s.rest, a)
 		heap.Push(&s.shown, b)
 		a.shown, b.shown = false, true
-		s.reconcile(a, false)
-		s.reconcile(b, false)
+		touched = append(touched, a, b)
 	}
+	return touched
 }
 
 func (s *Session) heapRemove(it *item) {
