@@ -176,7 +176,7 @@ func TestNearestN(t *testing.T) {
 	s := newSession(t, e, req, e.o)
 	expect(t, kinds(t, next(t, s)), "snapshot[f/0@56 f/1@113]")
 
-	e.apply(t, e.vehAt("f/new", mB, 0.5, 0.01)) // nearer than both: the farthest shown goes
+	e.apply(t, e.vehAt("f/new", mB, 0.5, 0.01))                        // nearer than both: the farthest shown goes
 	expect(t, kinds(t, next(t, s)), "rm f/1 LEFT_AREA", "up f/new@11") // removal first: never more than N
 
 	v := e.vehAt("f/0", mB, 0.5, 0.05)
