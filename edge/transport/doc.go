@@ -1,0 +1,55 @@
+// Package transport carries rider sessions (package session) to clients over four transports on
+// one listener, as thin adapters: each opens a session from the client's request, writes the
+// session's pre-encoded frames, applies moves, and maps errors to its protocol. It owns the
+// listener split, the wire framing of each transport and graceful stop; it does not own the
+// rider's view (session) or the per-mesh state (hub).
+//
+// # One port
+//
+// Server.Serve peeks at the first bytes of every accepted connection: the HTTP/2 client preface
+// (plain-text HTTP/2 with prior knowledge) goes to the native grpc-go transport
+// (grpc.Server.Serve, with keepalive enforcement), everything else to net/http. Plain-text
+// HTTP/2 therefore always means native gRPC; gRPC-Web, WebSocket and SSE use HTTP/1.1 here
+// (TLS and HTTP/2 for browsers are terminated in front of the edge).
+//
+// # Transports (API.md §3)
+//
+//   - gRPC: RiderService.Watch and Track. Frames are sent as their protobuf bytes through a codec
+//     that passes raw bytes through (encode once, never per rider) and uses the standard proto
+//     codec for everything else. A request that does not decode, or is invalid, ends the stream
+//     with INVALID_ARGUMENT before any event; a request over MaxMessageBytes gets grpc-go's
+//     RESOURCE_EXHAUSTED. A cut rider gets RESOURCE_EXHAUSTED "too slow...", a stopping server
+//     UNAVAILABLE. gRPC health (grpc.health.v1, SERVING until Shutdown) and server reflection are
+//     registered.
+//   - gRPC-Web (improbable-eng/grpc-web): the same service at the same paths, binary and text,
+//     CORS for Options.AllowedOrigins, and its grpc-websockets transport for Track. Every write
+//     of a gRPC-Web response has a write deadline (the websocket transport's writes have none:
+//     the library owns them).
+//   - WebSocket, GET /v1/ws: query lat, lon, radius_m, classes (comma-separated
+//     standard|premium|van|accessible), max_vehicles, min_interval_ms. Subprotocol
+//     meshcast.v1.json (the default when the client offers none: text frames, protojson events
+//     joined by "\n") or meshcast.v1.proto (binary frames, varint length-delimited events); the
+//     first one the client offers that the server speaks wins. A bad query, or offering only
+//     unknown subprotocols, is refused with HTTP 400 {"error":{"code":"invalid_argument",...}}
+//     before the upgrade; a cross-origin request from an origin not allowed gets 403. Each
+//     session batch is one message. A client text frame holding a protojson WatchRequest moves
+//     the area (a new Snapshot follows); a binary frame, text that is not a WatchRequest or an
+//     invalid one closes with 1008 and the reason; a frame over MaxMessageBytes closes with 1009
+//     (coder/websocket's read limit). Close codes: 1001 server stopping, 4008 too slow, 1011
+//     server failure. Compression is off. Each write has WriteTimeout: a write that times out
+//     drops the connection (the slow-consumer cut when the queue alone does not catch it).
+//   - SSE, GET /v1/sse with the same query: text/event-stream, a retry: hint first, then per frame
+//     "id: <seq>", "event: <kind>", "data: <protojson RiderEvent>"; heartbeats are events too
+//     (the same events on every transport) and are preceded by a ": hb" comment. Last-Event-ID
+//     (or the lastEventId query parameter) continues the numbering after that id, starting with
+//     a fresh Snapshot. Batches are flushed with a write deadline. The stream ends after a
+//     comment naming the reason when the rider is cut or the server stops.
+//
+// # Stop
+//
+// Shutdown stops accepting, turns health NOT_SERVING, ends every stream (WebSocket 1001, SSE end
+// of stream, gRPC and gRPC-Web UNAVAILABLE), waits for them, then stops the gRPC server (GOAWAY)
+// and the HTTP server, all bounded by its context, after which it closes what is left. Issue 6's
+// drain spreading, auth, connection limits and max connection age hook in at Server.stop (one
+// signal now), newSession (admission) and ServeHTTP (middleware).
+package transport

@@ -1,0 +1,404 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/improbable-eng/grpc-web/go/grpcweb"
+	"github.com/meshcast/meshcast/edge/hub"
+	"github.com/meshcast/meshcast/edge/session"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// Paths of the HTTP transports (API.md §3). gRPC-Web uses the gRPC method paths.
+const (
+	PathWebSocket = "/v1/ws"
+	PathSSE       = "/v1/sse"
+)
+
+// Options configure a Server. The zero value is valid: every field has a default.
+type Options struct {
+	// Session configures every rider's session (radius defaults and limits, heartbeat, queue).
+	Session session.Options
+	// AllowedOrigins are the browser origins allowed cross-origin on every transport (gRPC-Web
+	// CORS, WebSocket and SSE Origin checks). Each is a path.Match pattern against the whole
+	// origin, e.g. "https://app.example.com" or "https://*.example.com"; "*" allows any origin.
+	// Same-origin requests and requests without an Origin header (native clients) are always
+	// allowed. Default: none.
+	AllowedOrigins []string
+	// WriteTimeout bounds every write to a WebSocket, SSE or gRPC-Web client; a write that does
+	// not finish in time closes the connection (a slow consumer's cut). Default 10s.
+	WriteTimeout time.Duration
+	// HandshakeTimeout bounds how long a new connection may take to send its first bytes and,
+	// for HTTP, its request headers. Default 10s.
+	HandshakeTimeout time.Duration
+	// SSERetry is the reconnect delay suggested to EventSource clients (the retry: field).
+	// Default 2s.
+	SSERetry time.Duration
+	// MaxMessageBytes limits one client message: a WebSocket frame (1009 when over) or a gRPC
+	// request (RESOURCE_EXHAUSTED). Default 4096.
+	MaxMessageBytes int
+	// KeepaliveTime is how long a gRPC connection may be idle before the server pings it, and
+	// KeepaliveTimeout how long it waits for the answer before closing it. Defaults 30s and 20s.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// KeepaliveMinTime is the shortest ping interval a gRPC client may use (pings without
+	// streams are allowed); faster pingers are disconnected. Default 10s.
+	KeepaliveMinTime time.Duration
+	// Logger gets connection-level failures. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.SSERetry == 0 {
+		o.SSERetry = 2 * time.Second
+	}
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = 4096
+	}
+	if o.KeepaliveTime == 0 {
+		o.KeepaliveTime = 30 * time.Second
+	}
+	if o.KeepaliveTimeout == 0 {
+		o.KeepaliveTimeout = 20 * time.Second
+	}
+	if o.KeepaliveMinTime == 0 {
+		o.KeepaliveMinTime = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	switch {
+	case o.WriteTimeout < 0, o.HandshakeTimeout < 0, o.SSERetry < 0, o.KeepaliveTime < 0,
+		o.KeepaliveTimeout < 0, o.KeepaliveMinTime < 0:
+		return o, errors.New("transport options: negative duration")
+	case o.MaxMessageBytes < 256:
+		return o, fmt.Errorf("transport options: max message bytes %d below 256", o.MaxMessageBytes)
+	}
+	for _, p := range o.AllowedOrigins {
+		if _, err := path.Match(p, ""); err != nil {
+			return o, fmt.Errorf("transport options: allowed origin %q: %w", p, err)
+		}
+	}
+	return o, nil
+}
+
+// Server serves the rider stream on one listener: native gRPC (HTTP/2 with prior knowledge)
+// and, on HTTP/1.x, gRPC-Web, WebSocket and SSE. Create it with New, run it with Serve, stop it
+// with Shutdown.
+type Server struct {
+	o      Options
+	hub    *hub.Hub
+	grpc   *grpc.Server
+	health *health.Server
+	web    *grpcweb.WrappedGrpcServer
+	http   *http.Server
+
+	// stop is cancelled when Shutdown begins: every stream derives its context from it and ends
+	// (WebSocket 1001, SSE end of stream, gRPC UNAVAILABLE). Issue 6's drain spreading replaces
+	// this single signal with per-stream deadlines spread over a window.
+	stop       context.Context
+	cancelStop context.CancelFunc
+
+	mu       sync.Mutex
+	split    *splitter                    // set by Serve
+	shutdown bool                         // Shutdown was called
+	ws       map[*websocket.Conn]struct{} // open WebSocket connections (hijacked: not tracked by http.Server)
+	streams  sync.WaitGroup               // open sessions, on every transport (Add under mu, never after shutdown)
+	served   chan struct{}                // closed when Serve returns
+}
+
+// New returns a server for the hub's riders.
+func New(h *hub.Hub, o Options) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("transport: nil hub")
+	}
+	o, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{o: o, hub: h, ws: map[*websocket.Conn]struct{}{}, served: make(chan struct{})}
+	s.stop, s.cancelStop = context.WithCancel(context.Background())
+
+	s.grpc = grpc.NewServer(
+		grpc.ForceServerCodecV2(newCodec()),
+		grpc.MaxRecvMsgSize(o.MaxMessageBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.SharedWriteBuffer(true),
+		grpc.ConnectionTimeout(o.HandshakeTimeout),
+	)
+	s.grpc.RegisterService(s.riderServiceDesc(), s)
+	s.health = health.NewServer()
+	s.health.SetServingStatus(meshcastv1.RiderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+
+	s.web = grpcweb.WrapServer(s.grpc,
+		grpcweb.WithOriginFunc(s.originAllowed),
+		grpcweb.WithWebsockets(true),
+		grpcweb.WithWebsocketOriginFunc(s.requestOriginAllowed),
+		grpcweb.WithWebsocketsMessageReadLimit(int64(o.MaxMessageBytes)),
+	)
+	s.http = &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: o.HandshakeTimeout,
+		IdleTimeout:       2 * o.KeepaliveTime,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.Background() },
+	}
+	// Plain-text HTTP/2 (prior knowledge) never reaches http.Server: the listener hands it to
+	// the native gRPC transport. TLS is terminated in front of the edge.
+	s.http.SetKeepAlivesEnabled(true)
+	return s, nil
+}
+
+// Serve accepts connections on l until Shutdown, routing each by its first bytes: the HTTP/2
+// client preface to the native gRPC server, anything else to the HTTP server. It returns nil
+// after Shutdown, or the listener's error. Serve may be called once.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.split != nil {
+		s.mu.Unlock()
+		return errors.New("transport: Serve called twice")
+	}
+	sp := newSplitter(l, s.o.HandshakeTimeout)
+	s.split = sp
+	down := s.shutdown
+	s.mu.Unlock()
+	defer close(s.served)
+	if down {
+		l.Close()
+		return nil
+	}
+
+	errs := make(chan error, 2)
+	go func() { errs <- ignore(s.grpc.Serve(sp.grpc), grpc.ErrServerStopped) }()
+	go func() { errs <- ignore(s.http.Serve(sp.http), http.ErrServerClosed) }()
+	err := sp.run()
+	// The queues are closed now, so both servers return.
+	for range 2 {
+		if e := <-errs; e != nil && !errors.Is(e, net.ErrClosed) && err == nil {
+			err = e
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("transport: serve %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+func ignore(err, ok error) error {
+	if errors.Is(err, ok) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections, ends every stream (WebSocket close 1001, SSE end of
+// stream, gRPC and gRPC-Web UNAVAILABLE) and waits for them, then stops the gRPC server
+// (GOAWAY) and the HTTP server, all until ctx is done; then it closes whatever is left and
+// returns an error wrapping ctx's. Health turns NOT_SERVING first. Streams end before the
+// servers stop so that every client gets its transport's "going away", not a reset.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	sp := s.split
+	s.mu.Unlock()
+	if sp != nil {
+		sp.close()
+	}
+	s.health.Shutdown()
+	s.cancelStop()
+
+	streamsDone := make(chan struct{})
+	go func() { s.streams.Wait(); close(streamsDone) }()
+	forced := false
+	select {
+	case <-streamsDone:
+	case <-ctx.Done():
+		forced = true
+		s.closeWebSockets()
+	}
+	grpcDone := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(grpcDone) }()
+	if err := s.http.Shutdown(ctx); err != nil {
+		forced = true
+		s.http.Close()
+	}
+	select {
+	case <-grpcDone:
+	case <-ctx.Done():
+		forced = true
+		s.grpc.Stop()
+		<-grpcDone
+	}
+	<-streamsDone // every connection is closed by now: the handlers return
+	if sp != nil {
+		<-s.served
+	}
+	if forced {
+		return fmt.Errorf("transport: shutdown forced: %w", ctx.Err())
+	}
+	return nil
+}
+
+// closeWebSockets drops every open WebSocket connection without a close handshake.
+func (s *Server) closeWebSockets() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.ws {
+		c.CloseNow()
+	}
+}
+
+// ServeHTTP routes an HTTP/1.x request: gRPC-Web (including its CORS preflight and websocket
+// transport) first, then the WebSocket and SSE paths.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case s.web.IsGrpcWebSocketRequest(r):
+		// Counted as a whole: grpc.Server writes the status after the handler returns, and
+		// GracefulStop closes ServeHTTP transports at once, so Shutdown must wait for this first.
+		if s.enter() {
+			defer s.streams.Done()
+		}
+		s.web.ServeHTTP(w, r)
+	case s.web.IsGrpcWebRequest(r), s.web.IsAcceptableGrpcCorsRequest(r):
+		if s.enter() {
+			defer s.streams.Done()
+		}
+		s.web.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.o.WriteTimeout}, r)
+	case r.URL.Path == PathWebSocket:
+		s.serveWebSocket(w, r)
+	case r.URL.Path == PathSSE:
+		s.serveSSE(w, r)
+	default:
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such path: "+truncate(r.URL.Path, 64))
+	}
+}
+
+// deadlineWriter sets a write deadline before every write and flush of a gRPC-Web response, so
+// a client that stops reading is cut instead of blocking its stream forever.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.ResponseWriter.Write(p)
+}
+
+func (d *deadlineWriter) Flush() {
+	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	d.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
+
+// originAllowed reports whether a browser origin ("scheme://host[:port]") may use the server
+// cross-origin.
+func (s *Server) originAllowed(origin string) bool {
+	for _, p := range s.o.AllowedOrigins {
+		if p == "*" {
+			return true
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(origin)); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// requestOriginAllowed allows requests without an Origin header (native clients), same-origin
+// requests and the configured origins.
+func (s *Server) requestOriginAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return s.originAllowed(origin)
+}
+
+// streamContext returns the context of one stream: done when parent is (the client went away)
+// or when the server shuts down.
+func (s *Server) streamContext(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	stop := context.AfterFunc(s.stop, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// endCause turns the error that ended a session's Next into the cause to report: errStopping
+// when the server is shutting down.
+func (s *Server) endCause(err error) error {
+	if s.stop.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, session.ErrClosed)) {
+		return errStopping
+	}
+	return err
+}
+
+// enter counts a stream for Shutdown (the caller calls s.streams.Done when it is over); false
+// once Shutdown has begun.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.streams.Add(1)
+	return true
+}
+
+// newSession opens a rider's session (firstSeq > 1 continues an SSE stream's numbering) and
+// counts the stream for Shutdown. The caller must call release when the stream is over.
+func (s *Server) newSession(req *meshcastv1.WatchRequest, firstSeq uint64) (sess *session.Session, release func(), err error) {
+	if !s.enter() {
+		return nil, nil, errStopping
+	}
+	o := s.o.Session
+	if firstSeq > 1 {
+		o.FirstSeq = firstSeq
+	}
+	sess, err = session.New(s.hub, req, o)
+	if err != nil {
+		s.streams.Done()
+		return nil, nil, err
+	}
+	return sess, func() { sess.Close(); s.streams.Done() }, nil
+}
+
+// frameBuf keeps a rider's frame slice between batches when it is small; a large one (a big
+// snapshot) is dropped so an idle rider does not hold it.
+func frameBuf(frames []session.Frame) []session.Frame {
+	clear(frames) // drop references to the encoded bytes
+	if cap(frames) > 8 {
+		return nil
+	}
+	return frames[:0]
+}
