@@ -52,7 +52,8 @@ type rider struct {
 	mu       sync.Mutex
 	comments []string // SSE comment lines
 
-	move  func(*meshcastv1.WatchRequest) error // nil when the transport cannot move
+	move  func(*meshcastv1.WatchRequest) error                       // nil when the transport cannot move
+	send  func(context.Context, websocket.MessageType, []byte) error // WebSocket: any message
 	close func()
 }
 
@@ -213,6 +214,7 @@ func wsRider(t testing.TB, base string, req *meshcastv1.WatchRequest, subprotoco
 	}
 	r := newRider(name)
 	r.close = func() { c.CloseNow() }
+	r.send = c.Write
 	r.move = func(m *meshcastv1.WatchRequest) error {
 		b, err := protojson.Marshal(m)
 		if err != nil {
