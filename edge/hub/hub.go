@@ -66,6 +66,10 @@ func (o Options) withDefaults() (Options, error) {
 type Watcher interface {
 	// Deliver hands over one event. The event and its entry are shared: read-only.
 	Deliver(ev *Event)
+	// Resynced says that mesh m's state was just brought to the bus's snapshot and the difference
+	// delivered: a vehicle the watcher expects in m (a move's upsert it waits for) that did not
+	// come is not there.
+	Resynced(m mesh.Code)
 	// HubClosed says that the hub closed: no more events will come.
 	HubClosed()
 }
@@ -518,7 +522,34 @@ func (h *Hub) reseed(ctx context.Context, st *meshState) error {
 			return NewRemoval(e.ID, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
 		}, e)
 	}
+	sh.mu.Lock()
+	for _, w := range st.watchers {
+		w.Resynced(st.code)
+	}
+	sh.mu.Unlock()
 	return nil
+}
+
+// Resync re-reads mesh m's snapshot now and sends the watchers the difference, as the hub does by
+// itself when the bus reports a possible gap (OnResync). A mesh nobody watches is ignored.
+func (h *Hub) Resync(ctx context.Context, m mesh.Code) error {
+	sh := h.meshShard(m)
+	sh.mu.Lock()
+	st := sh.meshes[m]
+	ok := st != nil && !st.closing && st.err == nil
+	if ok {
+		select {
+		case <-st.ready:
+		default:
+			ok = false // being seeded: the seed reads the snapshot after the subscription
+		}
+	}
+	sh.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	h.m.resyncs.Inc()
+	return h.reseed(ctx, st)
 }
 
 // resyncer re-reads the snapshot of the meshes the bus asked to resync.
@@ -538,23 +569,7 @@ func (h *Hub) resyncer() {
 		clear(h.pending)
 		h.resyncMu.Unlock()
 		for _, m := range ms {
-			sh := h.meshShard(m)
-			sh.mu.Lock()
-			st := sh.meshes[m]
-			ok := st != nil && !st.closing && st.err == nil
-			if ok {
-				select {
-				case <-st.ready:
-				default:
-					ok = false // being seeded: the seed reads the snapshot after the subscription
-				}
-			}
-			sh.mu.Unlock()
-			if !ok {
-				continue
-			}
-			h.m.resyncs.Inc()
-			if err := h.reseed(h.ctx, st); err != nil && h.ctx.Err() == nil {
+			if err := h.Resync(h.ctx, m); err != nil && h.ctx.Err() == nil {
 				h.o.Logger.Warn("hub: resync failed, retrying", "mesh", m.String(), "err", err)
 				h.retryResync(m)
 			}

@@ -114,10 +114,11 @@ func (s *tapSub) Remove(ctx context.Context, ms ...mesh.Code) error {
 
 // recorder is a Watcher that records what it gets.
 type recorder struct {
-	mu     sync.Mutex
-	evs    []*Event
-	closed bool
-	notify chan struct{}
+	mu       sync.Mutex
+	evs      []*Event
+	closed   bool
+	resynced []mesh.Code
+	notify   chan struct{}
 }
 
 func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} }
@@ -125,6 +126,16 @@ func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} 
 func (r *recorder) Deliver(ev *Event) {
 	r.mu.Lock()
 	r.evs = append(r.evs, ev)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) Resynced(m mesh.Code) {
+	r.mu.Lock()
+	r.resynced = append(r.resynced, m)
 	r.mu.Unlock()
 	select {
 	case r.notify <- struct{}{}:
@@ -373,6 +384,27 @@ func TestResyncDiffsState(t *testing.T) {
 	}
 	if s := e.hub.Stats(); s.Vehicles != 3 {
 		t.Fatalf("hub holds %d vehicles after resync, want 3", s.Vehicles)
+	}
+	// Resync (synchronous) with nothing missed sends nothing but Resynced
+	if err := e.hub.Resync(context.Background(), mA); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w.events()); n != 3 {
+		t.Fatalf("a resync without a gap sent %v", describe(w.events()[3:]))
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		w.mu.Lock()
+		resynced := fmt.Sprint(w.resynced)
+		w.mu.Unlock()
+		if resynced == fmt.Sprintf("[%s %s]", mA, mA) {
+			break
+		}
+		select {
+		case <-w.notify:
+		case <-deadline:
+			t.Fatalf("Resynced calls %s, want mesh A twice", resynced)
+		}
 	}
 }
 

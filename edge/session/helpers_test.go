@@ -35,18 +35,21 @@ func newClock() *clock {
 func (c *clock) Now() time.Time          { return time.UnixMilli(c.ms.Load()) }
 func (c *clock) advance(d time.Duration) { c.ms.Add(d.Milliseconds()) }
 
-// tapBus wraps a bus and keeps the hub's handler, so tests can deliver events in any order.
+// tapBus wraps a bus and keeps the hub's handler, so tests can deliver events in any order, and
+// can mute delivery (lost pub/sub messages).
 type tapBus struct {
 	bus.Bus
-	mu sync.Mutex
-	h  bus.Handler
+	mu    sync.Mutex
+	h     bus.Handler
+	muted bool
+	lose  func() bool // while muted: whether to lose an event (nil: all)
 }
 
 func (t *tapBus) Subscribe(h bus.Handler) (bus.Subscription, error) {
 	t.mu.Lock()
 	t.h = h
 	t.mu.Unlock()
-	return t.Bus.Subscribe(h)
+	return t.Bus.Subscribe(tapHandler{t})
 }
 
 func (t *tapBus) handler() bus.Handler {
@@ -54,6 +57,25 @@ func (t *tapBus) handler() bus.Handler {
 	defer t.mu.Unlock()
 	return t.h
 }
+
+func (t *tapBus) mute(on bool) {
+	t.mu.Lock()
+	t.muted = on
+	t.mu.Unlock()
+}
+
+type tapHandler struct{ t *tapBus }
+
+func (x tapHandler) OnEvent(m mesh.Code, ev *meshcastv1.MeshEvent, raw []byte) {
+	x.t.mu.Lock()
+	h, muted, lose := x.t.h, x.t.muted, x.t.lose
+	x.t.mu.Unlock()
+	if !muted || lose != nil && !lose() {
+		h.OnEvent(m, ev, raw)
+	}
+}
+
+func (x tapHandler) OnResync(m mesh.Code) { x.t.handler().OnResync(m) }
 
 type env struct {
 	clk *clock

@@ -315,6 +315,34 @@ func (w *watcher) Deliver(ev *hub.Event) {
 	}
 }
 
+// Resynced drops the vehicles waiting for a move's upsert on mesh m: m was just re-read from the
+// bus and the upsert did not come, so they are not there.
+func (w *watcher) Resynced(m mesh.Code) {
+	s := w.s
+	s.mu.Lock()
+	if s.err != nil || len(s.transits) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	for _, it := range s.transits {
+		if it.transit && it.mesh == m && s.items[it.id] == it {
+			s.dropTransit(it)
+		}
+	}
+	pending := s.npend > 0 || s.err != nil
+	s.mu.Unlock()
+	if pending {
+		s.wake()
+	}
+}
+
+// dropTransit removes (STALE) a vehicle whose move's upsert will not come (mu held).
+func (s *Session) dropTransit(it *item) {
+	it.transit = false
+	it.rem = hub.NewRemoval(it.id, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
+	s.setIn(it, false, false)
+}
+
 func (w *watcher) HubClosed() {
 	s := w.s
 	s.mu.Lock()
@@ -364,6 +392,9 @@ func (s *Session) remove(ev *hub.Event) {
 		it.mesh = ev.MovedTo
 		if !it.transit {
 			it.transit = true
+			if len(s.transits) >= 64 {
+				s.compactTransits()
+			}
 			s.transits = append(s.transits, it)
 		}
 		return
@@ -683,10 +714,20 @@ func (s *Session) expireTransits(now time.Time) {
 		switch {
 		case !it.transit || s.items[it.id] != it:
 		case nowMs >= it.t+s.ttlMs:
-			it.transit = false
-			it.rem = hub.NewRemoval(it.id, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
-			s.setIn(it, false, false)
+			s.dropTransit(it)
 		default:
+			keep = append(keep, it)
+		}
+	}
+	clear(s.transits[len(keep):])
+	s.transits = keep
+}
+
+// compactTransits drops the entries of s.transits that are no longer waiting (mu held).
+func (s *Session) compactTransits() {
+	keep := s.transits[:0]
+	for _, it := range s.transits {
+		if it.transit && s.items[it.id] == it {
 			keep = append(keep, it)
 		}
 	}

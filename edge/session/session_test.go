@@ -154,6 +154,21 @@ func TestMoveUpsertLost(t *testing.T) {
 	}
 	e.clk.advance(ttl + time.Millisecond) // the removal's fix is 1 ms after the last upsert
 	expect(t, kinds(t, next(t, s)), "rm f/1 STALE")
+
+	// the same, but a resync of B shows the vehicle is not there: removed at once
+	ts = e.apply(t, e.vehAt("f/2", mA, 0.5, 0.95))
+	expect(t, kinds(t, next(t, s)), "up f/2@56")
+	e.deliver(removalEvent("f/2", mA, ts+1, meshcastv1.RemovalReason_REMOVAL_REASON_LEFT_AREA, mB))
+	if err := e.hub.Resync(context.Background(), mA); err != nil { // another mesh: no effect
+		t.Fatal(err)
+	}
+	if !s.idle() {
+		t.Fatal("a resync of another mesh ended the move")
+	}
+	if err := e.hub.Resync(context.Background(), mB); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, kinds(t, next(t, s)), "rm f/2 STALE")
 }
 
 func TestStaleRemoval(t *testing.T) {
