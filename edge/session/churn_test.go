@@ -206,7 +206,7 @@ func churn(t *testing.T, seed uint64, steps int) {
 	lr := rand.New(rand.NewPCG(seed, 13))
 	e.tap.lose = func() bool { return lr.IntN(2) == 0 } // lose half the events while muted
 	muted := map[mesh.Code]bool{}                       // meshes whose events the hub may have missed
-	mute := 0                     // events left to lose
+	mute := 0                                           // events left to lose
 	applyFix := func(v *churnVeh) {
 		v.ts = e.apply(t, v.veh)
 		v.applied = true
