@@ -6,11 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/bus/redistest"
 	"github.com/meshcast/meshcast/core/mesh"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )
@@ -19,13 +22,18 @@ import (
 // spread over 1000 meshes and sends them fixes in turn with increasing times; every 10th fix of a
 // vehicle moves it to the next mesh (a removal and an upsert), the others are upserts in place.
 // transitions/s counts Apply calls (each applied, none stale).
-func benchApply(b *testing.B, bb bus.Bus) {
+//
+// With servers given, it also reports the CPU time per transition of this process (client-µs/op,
+// from getrusage: the bus and rueidis, but also the benchmark loop) and of the Redis servers
+// (redis-µs/op, from INFO cpu), which share the machine's cores.
+func benchApply(b *testing.B, bb bus.Bus, servers ...*redistest.Node) {
 	ms := gridMeshes(1000)
 	const perG = 200
 	var gs atomic.Int64
 	base := time.Now().UnixMilli()
 	var events atomic.Int64
 	b.ReportAllocs()
+	redis0, self0 := redisCPU(b, servers), selfCPU()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		g := int(gs.Add(1))
@@ -56,8 +64,41 @@ func benchApply(b *testing.B, bb bus.Bus) {
 		}
 		events.Add(int64(ev))
 	})
+	b.StopTimer()
+	if len(servers) > 0 {
+		b.ReportMetric((redisCPU(b, servers)-redis0).Seconds()*1e6/float64(b.N), "redis-µs/op")
+		b.ReportMetric((selfCPU()-self0).Seconds()*1e6/float64(b.N), "client-µs/op")
+	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "transitions/s")
 	b.ReportMetric(float64(events.Load())/float64(b.N), "events/op")
+}
+
+// redisCPU returns the CPU time (user+sys) the servers have used so far.
+func redisCPU(b *testing.B, servers []*redistest.Node) time.Duration {
+	var sum time.Duration
+	for _, n := range servers {
+		v, err := n.Do("INFO", "cpu")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(v.(string), "\n") {
+			k, val, _ := strings.Cut(strings.TrimSpace(line), ":")
+			if k == "used_cpu_user" || k == "used_cpu_sys" {
+				f, _ := strconv.ParseFloat(val, 64)
+				sum += time.Duration(f * float64(time.Second))
+			}
+		}
+	}
+	return sum
+}
+
+// selfCPU returns the CPU time (user+sys) this process has used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 var meshStrings atomic.Pointer[map[mesh.Code]string]
@@ -90,6 +131,7 @@ func benchParallelism() int {
 }
 
 func benchOptions() bus.Options {
+	// BUS_FLUSH_DELAY overrides Options.FlushDelay ("-1ns" disables it).
 	fd, _ := time.ParseDuration(os.Getenv("BUS_FLUSH_DELAY"))
 	return bus.Options{KeyPrefix: uniquePrefix(), Logger: slog.New(slog.DiscardHandler), FlushDelay: fd}
 }
@@ -98,14 +140,14 @@ func benchOptions() bus.Options {
 func BenchmarkApplyCluster(b *testing.B) {
 	_, c := sharedRedis(b)
 	b.SetParallelism(benchParallelism())
-	benchApply(b, openRedis(b, c.URL(), benchOptions()))
+	benchApply(b, openRedis(b, c.URL(), benchOptions()), c.Nodes()...)
 }
 
 // BenchmarkApplySingle measures Apply throughput into one local Redis.
 func BenchmarkApplySingle(b *testing.B) {
 	s, _ := sharedRedis(b)
 	b.SetParallelism(benchParallelism())
-	benchApply(b, openRedis(b, s.URL(), benchOptions()))
+	benchApply(b, openRedis(b, s.URL(), benchOptions()), s.Node)
 }
 
 // BenchmarkApplyMemory measures the in-memory bus.
