@@ -78,7 +78,9 @@ func conformance(t *testing.T, be backend) {
 		u := fix("f/v1", mA, now, true, 0)
 		u.Vehicle.Class = meshcastv1.VehicleClass_VEHICLE_CLASS_PREMIUM
 		apply(t, b, u, bus.Result{Applied: true, Events: 1})
-		apply(t, b, upd("f/v2", mA, now+1), bus.Result{Applied: true, Events: 1})
+		u2 := upd("f/v2", mA, now+1)
+		u2.Vehicle.DistanceM = '|' // the encoding ends with the byte '|' (the Redis entry separator)
+		apply(t, b, u2, bus.Result{Applied: true, Events: 1})
 		apply(t, b, upd("f/v3", mB, now+2), bus.Result{Applied: true, Events: 1})
 		apply(t, b, fix("f/v4", mA, now+3, false, meshcastv1.RemovalReason_REMOVAL_REASON_NOT_VACANT), bus.Result{Applied: true})
 		vs, err := b.Snapshot(ctx, mA)

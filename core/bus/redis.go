@@ -85,7 +85,8 @@ trim(KEYS[1], ARGV[1], all)
 local c, out = tonumber(ARGV[1]), {}
 for i = 2, #all, 2 do
   local v = all[i]
-  if fixtime(v) > c and string.sub(v, -1) ~= '|' then out[#out + 1] = v end
+  local p = string.find(v, '|', 1, true) -- the first '|' ends the fix time; a tombstone ends there
+  if p and p < #v and fixtime(v) > c then out[#out + 1] = v end
 end
 return out
 `
