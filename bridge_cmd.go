@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -35,7 +36,7 @@ and publish the transitions on the bus. A message is acknowledged only once its
 result is in the bus (or it was rejected as invalid), so a crash loses nothing:
 the broker redelivers to the same client id. Replicas need distinct client ids
 and the same group.`)
-	brokers := fs.String("broker", "mqtt://127.0.0.1:1883", "MQTT broker URLs, comma-separated (mqtt://, tls://, ws://)")
+	brokers := fs.String("broker", "mqtt://127.0.0.1:1883", "MQTT broker URLs, comma-separated (mqtt://host:port, tls://host:port)")
 	clientID := fs.String("client-id", bridge.DefaultClientID(), "MQTT client id: stable across restarts, unique per replica")
 	username := fs.String("username", "", "MQTT user name")
 	password := fs.String("password", "", "MQTT password (prefer the environment variable)")
@@ -53,7 +54,7 @@ and the same group.`)
 	ttl := fs.Duration("ttl", telemetry.DefaultTTL, "how long a fix keeps a vehicle dispatchable")
 	maxSkew := fs.Duration("max-skew", telemetry.DefaultMaxSkew, "how far in the future a fix's ts may be")
 	maxPayload := fs.Int("max-payload", telemetry.MaxPayloadBytes, "largest payload accepted, in bytes")
-	admin := fs.String("admin", "127.0.0.1:9101", "admin listener: /metrics, /healthz, /readyz (empty: off)")
+	admin := fs.String("admin", "127.0.0.1:9101", "admin listener: /metrics, /healthz, /readyz, /debug/pprof/ (keep it private; empty: off)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := config.Parse(fs, args, nil); err != nil {
@@ -106,7 +107,7 @@ and the same group.`)
 	return br.Run(ctx)
 }
 
-// serveBridgeAdmin serves /metrics, /healthz and /readyz on addr and prints the address it listens
+// serveBridgeAdmin serves /metrics, /healthz, /readyz and /debug/pprof/ on addr and prints the address it listens
 // on (useful with port 0). stop shuts it down.
 func serveBridgeAdmin(addr string, g prometheus.Gatherer, ready func() bool, logger *slog.Logger, stdout io.Writer) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
@@ -123,6 +124,11 @@ func serveBridgeAdmin(addr string, g prometheus.Gatherer, ready func() bool, log
 		}
 		io.WriteString(w, "ready\n")
 	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -110,7 +111,10 @@ func (b *Bridge) clientConfig(ctx context.Context) autopaho.ClientConfig {
 		SessionExpiryInterval:         uint32(b.cfg.SessionExpiry / time.Second),
 		ReconnectBackoff: autopaho.NewExponentialBackoff(b.cfg.ReconnectMin, b.cfg.ReconnectMax,
 			b.cfg.ReconnectMin, 2),
-		ConnectTimeout:  b.cfg.ConnectTimeout,
+		ConnectTimeout: b.cfg.ConnectTimeout,
+		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+			return dialBroker(ctx, u, b.cfg.ConnectTimeout, b.cfg.TLS)
+		},
 		ConnectUsername: b.cfg.Username,
 		ConnectPassword: []byte(b.cfg.Password),
 		ConnectPacketBuilder: func(c *paho.Connect, _ *url.URL) (*paho.Connect, error) {

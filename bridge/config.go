@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,9 +50,11 @@ func DefaultClientID() string {
 
 // Config configures a Bridge. Bus is required; every other field has a default.
 type Config struct {
-	// Brokers are the MQTT server URLs (mqtt://host:port, tls://host:port, ws://…), tried in turn.
-	// Default mqtt://127.0.0.1:1883.
+	// Brokers are the MQTT server URLs (mqtt://host:port or tcp://; TLS: mqtts://, tls://,
+	// ssl://), tried in turn. Default mqtt://127.0.0.1:1883.
 	Brokers []string
+	// TLS configures TLS connections (nil: the system roots, the URL's host name).
+	TLS *tls.Config
 	// ClientID must be stable across restarts (the broker keeps the session, and the
 	// unacknowledged messages, under it) and unique per replica. Default DefaultClientID().
 	ClientID string
@@ -118,10 +121,10 @@ func (c Config) withDefaults() (Config, []*url.URL, error) {
 			errs = append(errs, fmt.Errorf("bridge: broker URL %q: want scheme://host:port, e.g. mqtt://127.0.0.1:1883", b))
 		default:
 			switch u.Scheme {
-			case "mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss":
+			case "mqtt", "tcp", "mqtts", "ssl", "tls":
 				urls = append(urls, u)
 			default:
-				errs = append(errs, fmt.Errorf("bridge: broker URL %q: scheme %q is not one of mqtt, tcp, mqtts, ssl, tls, ws, wss", b, u.Scheme))
+				errs = append(errs, fmt.Errorf("bridge: broker URL %q: scheme %q is not one of mqtt, tcp, mqtts, ssl, tls", b, u.Scheme))
 			}
 		}
 	}

@@ -95,7 +95,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func testPipeline(t *testing.T, b bus.Bus, workers, queue int) (*pipeline, *metrics) {
+func testPipeline(t testing.TB, b bus.Bus, workers, queue int) (*pipeline, *metrics) {
 	t.Helper()
 	zones, err := geofence.LoadFile("../deploy/zones/tokyo.geojson")
 	if err != nil {

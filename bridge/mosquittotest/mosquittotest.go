@@ -109,6 +109,9 @@ func StartWith(o Options) (*Broker, error) {
 			o.Bin = "mosquitto"
 		}
 	}
+	if o.MaxInflight > 65535 {
+		return nil, fmt.Errorf("mosquittotest: MaxInflight %d above 65535", o.MaxInflight)
+	}
 	if o.MaxInflight == 0 {
 		o.MaxInflight = 1000
 	} else if o.MaxInflight < 0 {
@@ -272,6 +275,22 @@ func (b *Broker) Alive() bool {
 	default:
 		return true
 	}
+}
+
+// PID returns the process id of the running broker (0 when it is not running), e.g. to read
+// its CPU time from /proc in a benchmark.
+func (b *Broker) PID() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cmd == nil || b.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-b.done:
+		return 0
+	default:
+	}
+	return b.cmd.Process.Pid
 }
 
 // Kill sends SIGKILL to the broker and waits until it has exited. Unsaved state is lost.

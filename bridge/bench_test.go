@@ -1,0 +1,247 @@
+package bridge_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/meshcast/meshcast/bridge/mosquittotest"
+	"github.com/meshcast/meshcast/core/bus/redistest"
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// BenchmarkBridgeThroughput measures one `meshcast bridge` process (a separate OS process, as
+// in production) between a real mosquitto and the 3-master Redis Cluster: K publisher
+// connections send M QoS 1 messages of V vehicles spread over the Tokyo service area as fast
+// as they can (pipelined), and the clock stops when the bridge has processed (applied and
+// acknowledged) all of them. Reported per run: msgs/s, and CPU time per message of the bridge,
+// mosquitto, the Redis masters together, and the publishing test process. Every process
+// shares the machine's cores.
+//
+//	go test -run XXX -bench BridgeThroughput -benchtime 1x ./bridge/
+//
+// Knobs (environment): MESHCAST_BENCH_MESSAGES (M, default 200000), MESHCAST_BENCH_PUBLISHERS
+// (K, default 4), MESHCAST_BENCH_VEHICLES (V, default 50000), MESHCAST_BENCH_WORKERS (bridge
+// -workers, default its own), MESHCAST_BENCH_QUEUE (bridge -queue), MESHCAST_BENCH_INFLIGHT
+// (mosquitto max_inflight_messages, default the harness's 1000).
+func BenchmarkBridgeThroughput(b *testing.B) {
+	m := envInt("MESHCAST_BENCH_MESSAGES", 200000)
+	k := envInt("MESHCAST_BENCH_PUBLISHERS", 4)
+	v := envInt("MESHCAST_BENCH_VEHICLES", 50000)
+	bin := meshcastBinary(b)
+	broker := mosquittotest.Start(b, mosquittotest.Options{MaxInflight: envInt("MESHCAST_BENCH_INFLIGHT", 0)})
+	zones := tokyoZones(b)
+
+	// Vehicles at random dispatchable points; each message moves its vehicle a little, so
+	// most are upserts in the same mesh and some cross into the next one.
+	rng := rand.New(rand.NewPCG(1, 2))
+	pos := make([][2]float64, v)
+	for i := range pos {
+		for {
+			lat, lon := 35.52+rng.Float64()*0.3, 139.56+rng.Float64()*0.36
+			if zones.Classify(lat, lon).Dispatchable() {
+				pos[i] = [2]float64{lat, lon}
+				break
+			}
+		}
+	}
+	type msg struct {
+		topic   string
+		payload []byte
+	}
+	base := time.Now().UnixMilli() - 20*60*1000
+	perConn := make([][]msg, k)
+	for j := range m {
+		veh, fix := j%v, j/v
+		p := pos[veh]
+		p[0] += float64(fix) * 0.0001
+		perConn[veh%k] = append(perConn[veh%k], msg{fmt.Sprintf("taxi/bench/v%d/state", veh),
+			fixJSON(p[0], p[1], base+int64(fix)*3000, "vacant")})
+	}
+
+	for i := range b.N {
+		prefix := uniquePrefix()
+		args := []string{"-broker", broker.URL(), "-bus", cluster.URL(), "-bus-prefix", prefix,
+			"-client-id", fmt.Sprintf("bench-%d-%s", i, prefix), "-zones", "deploy/zones/tokyo.geojson",
+			"-ttl", "1h", "-log-level", "warn"}
+		if w := os.Getenv("MESHCAST_BENCH_WORKERS"); w != "" {
+			args = append(args, "-workers", w)
+		}
+		if q := os.Getenv("MESHCAST_BENCH_QUEUE"); q != "" {
+			args = append(args, "-queue", q)
+		}
+		proc := startBridgeProc(b, bin, args...)
+		pubs := make([]*paho.Client, k)
+		for c := range pubs {
+			pubs[c] = dialAsync(b, broker.Addr, fmt.Sprintf("bench-pub-%d-%d", i, c))
+		}
+		cpu0 := sampleCPU(b, proc.cmd.Process.Pid, broker.PID())
+		waitProfile := profileBridge(proc.admin, envInt("MESHCAST_BENCH_PROFILE_SECONDS", 3))
+		b.ResetTimer()
+		start := time.Now()
+		var wg sync.WaitGroup
+		for c := range pubs {
+			wg.Go(func() {
+				ctx := context.Background()
+				for _, ms := range perConn[c] {
+					_, err := pubs[c].PublishWithOptions(ctx, &paho.Publish{Topic: ms.topic, QoS: 1, Payload: ms.payload},
+						paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+					if err != nil {
+						b.Errorf("publish: %v", err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		published := time.Since(start)
+		deadline := time.Now().Add(10 * time.Minute)
+		for processed(proc.admin) < float64(m) {
+			if time.Now().After(deadline) {
+				b.Fatalf("processed %v of %d after 10 minutes", processed(proc.admin), m)
+			}
+			time.Sleep(20 * time.Millisecond) // polling interval (the resolution of the measurement)
+		}
+		el := time.Since(start)
+		b.StopTimer()
+		waitProfile()
+		cpu1 := sampleCPU(b, proc.cmd.Process.Pid, broker.PID())
+		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(m) }
+		b.ReportMetric(float64(m)/el.Seconds(), "msgs/s")
+		b.ReportMetric(per(cpu1.bridge-cpu0.bridge), "bridge-cpu-µs/msg")
+		b.ReportMetric(per(cpu1.mosquitto-cpu0.mosquitto), "mosquitto-cpu-µs/msg")
+		b.ReportMetric(per(cpu1.redis-cpu0.redis), "redis-cpu-µs/msg")
+		b.ReportMetric(per(cpu1.self-cpu0.self), "publisher-cpu-µs/msg")
+		b.Logf("%d messages, %d publishers, %d vehicles: published in %v, processed in %v (%.0f msg/s); CPU s: bridge %.2f, mosquitto %.2f, redis %.2f, publisher %.2f (wall %.2f s, 2 cores)",
+			m, k, v, published.Round(time.Millisecond), el.Round(time.Millisecond), float64(m)/el.Seconds(),
+			(cpu1.bridge - cpu0.bridge).Seconds(), (cpu1.mosquitto - cpu0.mosquitto).Seconds(),
+			(cpu1.redis - cpu0.redis).Seconds(), (cpu1.self - cpu0.self).Seconds(), el.Seconds())
+		for _, c := range pubs {
+			_ = c.Disconnect(&paho.Disconnect{})
+		}
+		proc.kill()
+		b.StartTimer()
+	}
+}
+
+// dialAsync connects a paho client for pipelined QoS 1 publishing.
+func dialAsync(tb testing.TB, addr, id string) *paho.Client {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 60}); err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
+
+// processed returns how many messages the bridge has finished (acknowledged): processed
+// valid ones plus rejected ones, from its /metrics.
+func processed(admin string) float64 {
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var n float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "meshcast_bridge_processing_seconds_count ") ||
+			strings.HasPrefix(line, "meshcast_bridge_messages_rejected_total{") {
+			f, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			n += f
+		}
+	}
+	return n
+}
+
+type cpuSample struct{ bridge, mosquitto, redis, self time.Duration }
+
+func sampleCPU(tb testing.TB, bridgePID, mosquittoPID int) cpuSample {
+	var s cpuSample
+	s.bridge = procCPU(tb, bridgePID)
+	s.mosquitto = procCPU(tb, mosquittoPID)
+	for _, addr := range cluster.Addrs() {
+		v, err := redistest.Do(addr, 5*time.Second, "INFO", "cpu")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, l := range strings.Split(fmt.Sprint(v), "\n") {
+			for _, key := range []string{"used_cpu_sys:", "used_cpu_user:"} {
+				if x, ok := strings.CutPrefix(strings.TrimSpace(l), key); ok {
+					f, _ := strconv.ParseFloat(x, 64)
+					s.redis += time.Duration(f * float64(time.Second))
+				}
+			}
+		}
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return s
+}
+
+// procCPU returns the user+system CPU time of a process from /proc/<pid>/stat (clock ticks of
+// 10 ms: USER_HZ is 100 on Linux).
+func procCPU(tb testing.TB, pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Fields after the ")" closing the command name: state is field 3, utime 14, stime 15.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// profileBridge, when MESHCAST_BENCH_PROFILE names a file, writes a CPU profile of the bridge
+// process taken during the run.
+func profileBridge(admin string, seconds int) (wait func()) {
+	file := os.Getenv("MESHCAST_BENCH_PROFILE")
+	if file == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", admin, seconds))
+		if err != nil {
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(file)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
