@@ -26,6 +26,8 @@ type Entry struct {
 	Lat, Lon     float64
 	Class        meshcastv1.VehicleClass
 	ObservedAtMs int64
+	// LatRad and CosLat are Lat in radians and its cosine, for riders' distance computations.
+	LatRad, CosLat float64
 	// Proto is the deterministic protobuf encoding of V without distance_m (fields 1-9 in order,
 	// so a rider appends field 10 to complete it).
 	Proto []byte
@@ -77,6 +79,7 @@ func NewEntry(v *meshcastv1.Vehicle) (*Entry, error) {
 	encodes.Add(1)
 	return &Entry{
 		V: v, ID: v.Id, Mesh: m, Lat: v.Lat, Lon: v.Lon, Class: v.Class, ObservedAtMs: v.ObservedAtMs,
+		LatRad: v.Lat * (math.Pi / 180), CosLat: math.Cos(v.Lat * (math.Pi / 180)),
 		Proto: pb, JSON: js,
 	}, nil
 }

@@ -60,12 +60,13 @@ type Session struct {
 	items    map[string]*item // the vehicles of the rider's view (and those with a removal pending)
 	shown    itemHeap         // with a cap: the N nearest (max-heap)
 	rest     itemHeap         // with a cap: the other vehicles in the area (min-heap)
-	ready    []*item          // FIFO of items with an op pending (may hold stale entries)
-	later    laterHeap        // items whose upsert waits for min_interval_ms
-	transits []*item          // items waiting for the upsert of a move
-	npend    int              // items with an op pending
-	needSnap bool             // the next frame is a Snapshot
-	joining  bool             // a Join is in progress: the view is incomplete
+	ready    []*item          // FIFO of items with an op pending (may hold stale entries) from head
+	head     int
+	later    laterHeap // items whose upsert waits for min_interval_ms
+	transits []*item   // items waiting for the upsert of a move
+	npend    int       // items with an op pending
+	needSnap bool      // the next frame is a Snapshot
+	joining  bool      // a Join is in progress: the view is incomplete
 	seq      uint64
 	lastSend time.Time
 	err      error
@@ -78,6 +79,7 @@ type Session struct {
 
 type area struct {
 	lat, lon, radius float64
+	latRad, cosLat   float64
 	classes          uint32 // bit per VehicleClass; 0: all
 	maxN             int
 	interval         time.Duration
@@ -95,6 +97,7 @@ func newArea(req *meshcastv1.WatchRequest, o Options) (area, error) {
 	slices.Sort(cover)
 	a := area{
 		lat: req.Lat, lon: req.Lon, radius: float64(req.RadiusM),
+		latRad: req.Lat * degToRad, cosLat: math.Cos(req.Lat * degToRad),
 		maxN:     int(req.MaxVehicles),
 		interval: time.Duration(req.MinIntervalMs) * time.Millisecond,
 		meshes:   cover,
@@ -103,6 +106,24 @@ func newArea(req *meshcastv1.WatchRequest, o Options) (area, error) {
 		a.classes |= 1 << uint(c)
 	}
 	return a, nil
+}
+
+const degToRad = math.Pi / 180
+
+// distance returns the distance from the centre to e and whether it is within the radius. It is
+// mesh.DistanceM (haversine on the same sphere) with the cosines precomputed, and skips the
+// trigonometry for vehicles whose latitude alone puts them beyond the radius (the meridian arc is
+// a lower bound of the great-circle distance).
+func (a *area) distance(e *hub.Entry) (float64, bool) {
+	dp := e.LatRad - a.latRad
+	if math.Abs(dp)*mesh.EarthRadiusM > a.radius+1 {
+		return math.Inf(1), false
+	}
+	s1 := math.Sin(dp / 2)
+	s2 := math.Sin((e.Lon - a.lon) * degToRad / 2)
+	h := s1*s1 + a.cosLat*e.CosLat*(s2*s2)
+	d := 2 * mesh.EarthRadiusM * math.Asin(math.Sqrt(min(1, h)))
+	return d, d <= a.radius
 }
 
 func (a *area) watches(m mesh.Code) bool {
@@ -130,25 +151,23 @@ const (
 
 // item is one vehicle of the view.
 type item struct {
-	id   string
-	e    *hub.Entry // latest position
-	mesh mesh.Code  // mesh the vehicle is in (for a move in progress: the mesh it moves to)
-	t    int64      // fix time of the latest event applied
-	dist float64
+	e        *hub.Entry   // latest position (never nil); e.ID is the vehicle's id
+	rem      *hub.Removal // why it stopped being in (nil: LEFT_AREA)
+	mesh     mesh.Code    // mesh the vehicle is in (for a move in progress: the mesh it moves to)
+	t        int64        // fix time of the latest event applied
+	dist     float64
+	due      int64 // when a deferred upsert may go (Unix ns)
+	lastSent int64 // when the last upsert was sent (Unix ns), 0: never
+	lidx     int32 // index in Session.later, -1 if not there
+	hidx     int32 // index in its cap heap
 
-	in      bool         // in the area: within the radius, of a wanted class
-	shown   bool         // in the rider's view (in, and among the N nearest with a cap)
-	sent    bool         // the rider has it, as of the frames returned so far
-	transit bool         // removed from its mesh by a move to a watched mesh: the upsert follows
-	rem     *hub.Removal // why it stopped being in (nil: LEFT_AREA)
-
-	op       opKind // the pending update (coalesced: the latest wins)
-	queued   bool   // in Session.ready
-	lidx     int    // index in Session.later, -1 if not there
-	due      time.Time
-	lastSent time.Time // last upsert sent
-	heap     int8      // 0: none, 1: shown, 2: rest
-	hidx     int
+	in      bool   // in the area: within the radius, of a wanted class
+	shown   bool   // in the rider's view (in, and among the N nearest with a cap)
+	sent    bool   // the rider has it, as of the frames returned so far
+	transit bool   // removed from its mesh by a move to a watched mesh: the upsert follows
+	queued  bool   // in Session.ready
+	op      opKind // the pending update (coalesced: the latest wins)
+	heap    int8   // 0: none, 1: shown, 2: rest
 }
 
 // out is one frame of a batch before encoding.
@@ -273,7 +292,7 @@ func (s *Session) resetView() {
 	s.rest.reset()
 	s.shown.tag, s.rest.tag = 1, 2
 	clear(s.ready)
-	s.ready = s.ready[:0]
+	s.ready, s.head = s.ready[:0], 0
 	clear(s.later)
 	s.later = s.later[:0]
 	s.transits = s.transits[:0]
@@ -325,7 +344,7 @@ func (w *watcher) Resynced(m mesh.Code) {
 		return
 	}
 	for _, it := range s.transits {
-		if it.transit && it.mesh == m && s.items[it.id] == it {
+		if it.transit && it.mesh == m && s.items[it.e.ID] == it {
 			s.dropTransit(it)
 		}
 	}
@@ -339,7 +358,7 @@ func (w *watcher) Resynced(m mesh.Code) {
 // dropTransit removes (STALE) a vehicle whose move's upsert will not come (mu held).
 func (s *Session) dropTransit(it *item) {
 	it.transit = false
-	it.rem = hub.NewRemoval(it.id, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
+	it.rem = hub.NewRemoval(it.e.ID, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
 	s.setIn(it, false, false)
 }
 
@@ -360,13 +379,13 @@ func (s *Session) upsert(e *hub.Entry) {
 	if it != nil && e.ObservedAtMs < it.t {
 		return // older than what the view holds
 	}
-	d := mesh.DistanceM(s.a.lat, s.a.lon, e.Lat, e.Lon)
-	in := d <= s.a.radius && s.a.classOK(e.Class)
+	d, in := s.a.distance(e)
+	in = in && s.a.classOK(e.Class)
 	if it == nil {
 		if !in {
 			return
 		}
-		it = &item{id: e.ID, lidx: -1}
+		it = &item{e: e, lidx: -1}
 		s.items[e.ID] = it
 	}
 	if it.transit {
@@ -457,9 +476,9 @@ func (s *Session) rebalance(touched []*item) []*item {
 func (s *Session) heapRemove(it *item) {
 	switch it.heap {
 	case 1:
-		heap.Remove(&s.shown, it.hidx)
+		heap.Remove(&s.shown, int(it.hidx))
 	case 2:
-		heap.Remove(&s.rest, it.hidx)
+		heap.Remove(&s.rest, int(it.hidx))
 	}
 	it.heap = 0
 }
@@ -476,8 +495,8 @@ func (s *Session) reconcile(it *item, changed bool) {
 	case !it.shown && !it.sent:
 		s.unqueue(it) // the rider never saw it
 	}
-	if !it.in && it.op == opNone && (!it.sent || s.needSnap) && s.items[it.id] == it {
-		delete(s.items, it.id)
+	if !it.in && it.op == opNone && (!it.sent || s.needSnap) && s.items[it.e.ID] == it {
+		delete(s.items, it.e.ID)
 	}
 }
 
@@ -489,9 +508,9 @@ func (s *Session) enqueue(it *item, op opKind) {
 	switch {
 	case it.queued:
 	case op == opRemove && it.lidx >= 0:
-		heap.Remove(&s.later, it.lidx) // removals are not delayed
-	case op == opUpsert && it.lidx < 0 && s.a.interval > 0 && !it.lastSent.IsZero():
-		if due := it.lastSent.Add(s.a.interval); s.o.Now().Before(due) {
+		heap.Remove(&s.later, int(it.lidx)) // removals are not delayed
+	case op == opUpsert && it.lidx < 0 && s.a.interval > 0 && it.lastSent != 0:
+		if due := it.lastSent + int64(s.a.interval); s.o.Now().UnixNano() < due {
 			it.due = due
 			heap.Push(&s.later, it)
 		}
@@ -499,7 +518,7 @@ func (s *Session) enqueue(it *item, op opKind) {
 	if it.lidx < 0 && !it.queued {
 		it.queued = true
 		s.ready = append(s.ready, it)
-		if len(s.ready) > 2*s.npend+64 {
+		if len(s.ready)-s.head > 2*s.npend+64 {
 			s.compact()
 		}
 	}
@@ -516,14 +535,14 @@ func (s *Session) unqueue(it *item) {
 	it.op = opNone
 	s.npend--
 	if it.lidx >= 0 {
-		heap.Remove(&s.later, it.lidx)
+		heap.Remove(&s.later, int(it.lidx))
 	}
 }
 
 // compact drops the stale entries of the ready FIFO.
 func (s *Session) compact() {
 	live := s.ready[:0]
-	for _, it := range s.ready {
+	for _, it := range s.ready[s.head:] {
 		if it.op != opNone && it.lidx < 0 {
 			live = append(live, it)
 		} else {
@@ -531,7 +550,7 @@ func (s *Session) compact() {
 		}
 	}
 	clear(s.ready[len(live):])
-	s.ready = live
+	s.ready, s.head = live, 0
 }
 
 // cut ends a rider that fell behind.
@@ -594,6 +613,7 @@ func (s *Session) Next(ctx context.Context, dst []Frame) ([]Frame, error) {
 
 // fill encodes the next batch into s.enc and reports whether it holds a frame (mu held).
 func (s *Session) fill(now time.Time) bool {
+	nowNs := now.UnixNano()
 	s.expireTransits(now)
 	outs := s.outs[:0]
 	if s.needSnap {
@@ -602,7 +622,7 @@ func (s *Session) fill(now time.Time) bool {
 		for _, it := range s.items {
 			it.sent = it.shown
 			if it.shown {
-				it.lastSent = now
+				it.lastSent = nowNs
 				snap = append(snap, vehicle{it.e, roundDist(it.dist)})
 			}
 		}
@@ -612,29 +632,29 @@ func (s *Session) fill(now time.Time) bool {
 		s.snap = snap
 		outs = append(outs, out{kind: KindSnapshot})
 	}
-	for len(s.later) > 0 && !s.later[0].due.After(now) {
+	for len(s.later) > 0 && s.later[0].due <= nowNs {
 		it := heap.Pop(&s.later).(*item)
 		if it.op != opNone && !it.queued {
 			it.queued = true
 			s.ready = append(s.ready, it)
 		}
 	}
-	n := 0
-	for len(outs) < s.o.MaxBatch && n < len(s.ready) {
-		it := s.ready[n]
-		n++
+	for len(outs) < s.o.MaxBatch && s.head < len(s.ready) {
+		it := s.ready[s.head]
+		s.ready[s.head] = nil
+		s.head++
 		it.queued = false
 		switch it.op {
 		case opNone:
 			continue
 		case opUpsert:
-			if s.a.interval > 0 && !it.lastSent.IsZero() && now.Before(it.lastSent.Add(s.a.interval)) {
-				it.due = it.lastSent.Add(s.a.interval)
+			if s.a.interval > 0 && it.lastSent != 0 && nowNs < it.lastSent+int64(s.a.interval) {
+				it.due = it.lastSent + int64(s.a.interval)
 				heap.Push(&s.later, it)
 				continue
 			}
 			outs = append(outs, out{kind: KindUpsert, v: vehicle{it.e, roundDist(it.dist)}})
-			it.sent, it.lastSent = true, now
+			it.sent, it.lastSent = true, nowNs
 		case opRemove:
 			r := it.rem
 			if it.in || r == nil {
@@ -645,14 +665,17 @@ func (s *Session) fill(now time.Time) bool {
 		}
 		it.op = opNone
 		s.npend--
-		if !it.in && !it.sent && s.items[it.id] == it {
-			delete(s.items, it.id)
+		if !it.in && !it.sent && s.items[it.e.ID] == it {
+			delete(s.items, it.e.ID)
 		}
 	}
-	clear(s.ready[:n])
-	s.ready = s.ready[n:]
-	if len(s.ready) == 0 {
-		s.ready = s.ready[:0:0] // let the backing array go once drained
+	if s.head == len(s.ready) {
+		s.head = 0
+		if cap(s.ready) > 1024 {
+			s.ready = nil // let a big backing array go once drained
+		} else {
+			s.ready = s.ready[:0]
+		}
 	}
 	if len(outs) == 0 && !now.Before(s.lastSend.Add(s.o.Heartbeat)) {
 		outs = append(outs, out{kind: KindHeartbeat})
@@ -712,7 +735,7 @@ func (s *Session) expireTransits(now time.Time) {
 	keep := s.transits[:0]
 	for _, it := range s.transits {
 		switch {
-		case !it.transit || s.items[it.id] != it:
+		case !it.transit || s.items[it.e.ID] != it:
 		case nowMs >= it.t+s.ttlMs:
 			s.dropTransit(it)
 		default:
@@ -727,7 +750,7 @@ func (s *Session) expireTransits(now time.Time) {
 func (s *Session) compactTransits() {
 	keep := s.transits[:0]
 	for _, it := range s.transits {
-		if it.transit && s.items[it.id] == it {
+		if it.transit && s.items[it.e.ID] == it {
 			keep = append(keep, it)
 		}
 	}
@@ -739,8 +762,8 @@ func (s *Session) compactTransits() {
 // transit expiry (mu held).
 func (s *Session) nextWake(now time.Time) time.Duration {
 	at := s.lastSend.Add(s.o.Heartbeat)
-	if len(s.later) > 0 && s.later[0].due.Before(at) {
-		at = s.later[0].due
+	if len(s.later) > 0 && s.later[0].due < at.UnixNano() {
+		at = time.Unix(0, s.later[0].due)
 	}
 	for _, it := range s.transits {
 		if d := time.UnixMilli(it.t + s.ttlMs); d.Before(at) {
@@ -759,7 +782,7 @@ func nearer(a, b *item) bool {
 	if a.dist != b.dist {
 		return a.dist < b.dist
 	}
-	return a.id < b.id
+	return a.e.ID < b.e.ID
 }
 
 // itemHeap is a heap of items: the shown heap (tag 1) has the farthest on top, the rest heap
@@ -772,7 +795,7 @@ type itemHeap struct {
 func (h *itemHeap) Len() int { return len(h.s) }
 func (h *itemHeap) Swap(i, j int) {
 	h.s[i], h.s[j] = h.s[j], h.s[i]
-	h.s[i].hidx, h.s[j].hidx = i, j
+	h.s[i].hidx, h.s[j].hidx = int32(i), int32(j)
 }
 func (h *itemHeap) Less(i, j int) bool {
 	if h.tag == 1 {
@@ -782,7 +805,7 @@ func (h *itemHeap) Less(i, j int) bool {
 }
 func (h *itemHeap) Push(x any) {
 	it := x.(*item)
-	it.heap, it.hidx = h.tag, len(h.s)
+	it.heap, it.hidx = h.tag, int32(len(h.s))
 	h.s = append(h.s, it)
 }
 func (h *itemHeap) Pop() any {
@@ -802,14 +825,14 @@ func (h *itemHeap) reset() {
 type laterHeap []*item
 
 func (h laterHeap) Len() int           { return len(h) }
-func (h laterHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h laterHeap) Less(i, j int) bool { return h[i].due < h[j].due }
 func (h laterHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].lidx, h[j].lidx = i, j
+	h[i].lidx, h[j].lidx = int32(i), int32(j)
 }
 func (h *laterHeap) Push(x any) {
 	it := x.(*item)
-	it.lidx = len(*h)
+	it.lidx = int32(len(*h))
 	*h = append(*h, it)
 }
 func (h *laterHeap) Pop() any {
