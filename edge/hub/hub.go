@@ -555,6 +555,7 @@ func (h *Hub) Resync(ctx context.Context, m mesh.Code) error {
 // resyncer re-reads the snapshot of the meshes the bus asked to resync.
 func (h *Hub) resyncer() {
 	defer h.wg.Done()
+	var failed []mesh.Code
 	for {
 		select {
 		case <-h.ctx.Done():
@@ -568,25 +569,28 @@ func (h *Hub) resyncer() {
 		}
 		clear(h.pending)
 		h.resyncMu.Unlock()
+		failed = failed[:0]
 		for _, m := range ms {
 			if err := h.Resync(h.ctx, m); err != nil && h.ctx.Err() == nil {
 				h.o.Logger.Warn("hub: resync failed, retrying", "mesh", m.String(), "err", err)
-				h.retryResync(m)
+				failed = append(failed, m)
 			}
 		}
+		if len(failed) == 0 {
+			continue
+		}
+		// one pause for the whole batch, then try the failed meshes again
+		t := time.NewTimer(time.Second)
+		select {
+		case <-h.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		for _, m := range failed {
+			handler{h}.OnResync(m)
+		}
 	}
-}
-
-// retryResync queues mesh m for another resync after a failed one, after a pause.
-func (h *Hub) retryResync(m mesh.Code) {
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
-	select {
-	case <-h.ctx.Done():
-		return
-	case <-t.C:
-	}
-	handler{h}.OnResync(m)
 }
 
 // sweeper runs Sweep every Options.Sweep.

@@ -48,6 +48,20 @@ type tapBus struct {
 	muted   bool
 	adds    map[mesh.Code]int
 	removes map[mesh.Code]int
+	fails   int // Snapshot calls left to fail
+}
+
+func (t *tapBus) Snapshot(ctx context.Context, m mesh.Code) ([]*meshcastv1.Vehicle, error) {
+	t.mu.Lock()
+	fail := t.fails > 0
+	if fail {
+		t.fails--
+	}
+	t.mu.Unlock()
+	if fail {
+		return nil, fmt.Errorf("snapshot of %s: injected failure", m)
+	}
+	return t.Bus.Snapshot(ctx, m)
 }
 
 func newTapBus(b bus.Bus) *tapBus {
@@ -405,6 +419,53 @@ func TestResyncDiffsState(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("Resynced calls %s, want mesh A twice", resynced)
 		}
+	}
+}
+
+// TestResyncRetries: a resync whose snapshot read fails is tried again (after a pause).
+func TestResyncRetries(t *testing.T) {
+	e := newEnv(t)
+	w := newRecorder()
+	seedIDs(t, e.hub, w, mA)
+	e.tap.mute(true)
+	e.fix(t, "f/1", mA, true)
+	e.tap.mute(false)
+	e.tap.mu.Lock()
+	e.tap.fails = 2
+	e.tap.mu.Unlock()
+	handler{e.hub}.OnResync(mA)
+	evs := w.waitEvents(t, 1)
+	if evs[0].Upsert == nil || evs[0].ID != "f/1" {
+		t.Fatalf("events %v", describe(evs))
+	}
+	e.tap.mu.Lock()
+	left := e.tap.fails
+	e.tap.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d injected failures left, want 0", left)
+	}
+}
+
+// TestJoinFailure: a join whose seeding fails returns the error, leaves nothing subscribed, and a
+// later join works.
+func TestJoinFailure(t *testing.T) {
+	e := newEnv(t)
+	e.tap.mu.Lock()
+	e.tap.fails = 1
+	e.tap.mu.Unlock()
+	w := newRecorder()
+	if err := e.hub.Join(context.Background(), w, []mesh.Code{mA}, nil); err == nil {
+		t.Fatal("Join succeeded with a failing snapshot")
+	}
+	if a, r := e.tap.counts(mA); a != 1 || r != 1 {
+		t.Fatalf("mesh A: %d adds %d removes after a failed join, want 1 1", a, r)
+	}
+	if s := e.hub.Stats(); s.Meshes != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+	seedIDs(t, e.hub, w, mA)
+	if s := e.hub.Stats(); s.Meshes != 1 || s.Watchers != 1 {
+		t.Fatalf("stats %+v", s)
 	}
 }
 
