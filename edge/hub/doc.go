@@ -5,8 +5,10 @@
 // # State
 //
 // A mesh's state is seeded from bus.Snapshot when its first watcher joins, then kept by the mesh's
-// event stream. When the bus reports a possible gap (OnResync) the snapshot is read again and the
-// difference is sent to the watchers as upserts and STALE removals, so they stay exact. A sweep
+// event stream. When the bus reports a possible gap (OnResync, or a call to Resync) the snapshot
+// is read again and the difference is sent to the watchers as upserts and STALE removals, so they
+// stay exact; then Watcher.Resynced tells them the mesh is exact again. A failed re-read is tried
+// again after a second. A sweep
 // (every Options.Sweep) removes vehicles whose last fix is at least Options.TTL old, with a STALE
 // removal.
 //
