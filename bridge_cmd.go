@@ -44,6 +44,7 @@ and the same group.`)
 	topic := fs.String("topic", bridge.DefaultTopicFilter, "topic filter inside the shared subscription")
 	workers := fs.Int("workers", bridge.DefaultWorkers(), "concurrent workers (each owns a bounded queue; one vehicle always goes to one worker)")
 	queue := fs.Int("queue", bridge.DefaultQueueSize, "capacity of each worker's queue; when full, reading from the broker waits")
+	receiveMax := fs.Int("receive-maximum", bridge.DefaultReceiveMaximum, "MQTT v5 Receive Maximum: messages the broker may have in flight to this bridge")
 	sessionExpiry := fs.Duration("session-expiry", bridge.DefaultSessionExpiry, "how long the broker keeps the session and unacknowledged messages while the bridge is away")
 	keepAlive := fs.Duration("keepalive", bridge.DefaultKeepAlive, "MQTT keep-alive")
 	ackInterval := fs.Duration("ack-interval", bridge.DefaultAckInterval, "how often ready acknowledgements are sent")
@@ -87,7 +88,7 @@ and the same group.`)
 
 	br, err := bridge.New(bridge.Config{
 		Brokers: splitCommaList(*brokers), ClientID: *clientID, Username: *username, Password: *password,
-		Group: *group, TopicFilter: *topic, Workers: *workers, QueueSize: *queue,
+		Group: *group, TopicFilter: *topic, Workers: *workers, QueueSize: *queue, ReceiveMaximum: *receiveMax,
 		SessionExpiry: *sessionExpiry, KeepAlive: *keepAlive, AckInterval: *ackInterval, DrainTimeout: *drain,
 		Bus:        b,
 		Classifier: &telemetry.Classifier{Zones: zones, TTL: *ttl, MaxSkew: *maxSkew},

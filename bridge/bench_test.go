@@ -41,8 +41,10 @@ func envInt(name string, def int) int {
 //
 // Knobs (environment): MESHCAST_BENCH_MESSAGES (M, default 200000), MESHCAST_BENCH_PUBLISHERS
 // (K, default 4), MESHCAST_BENCH_VEHICLES (V, default 50000), MESHCAST_BENCH_WORKERS (bridge
-// -workers, default its own), MESHCAST_BENCH_QUEUE (bridge -queue), MESHCAST_BENCH_INFLIGHT
-// (mosquitto max_inflight_messages, default the harness's 1000).
+// -workers, default its own), MESHCAST_BENCH_QUEUE (bridge -queue),
+// MESHCAST_BENCH_RECEIVE_MAXIMUM (bridge -receive-maximum), MESHCAST_BENCH_INFLIGHT (mosquitto
+// max_inflight_messages: the publishers' in-flight limit, default the harness's 1000),
+// MESHCAST_BENCH_PROFILE=file (CPU profile of the bridge, MESHCAST_BENCH_PROFILE_SECONDS long).
 func BenchmarkBridgeThroughput(b *testing.B) {
 	m := envInt("MESHCAST_BENCH_MESSAGES", 200000)
 	k := envInt("MESHCAST_BENCH_PUBLISHERS", 4)
@@ -88,6 +90,9 @@ func BenchmarkBridgeThroughput(b *testing.B) {
 		}
 		if q := os.Getenv("MESHCAST_BENCH_QUEUE"); q != "" {
 			args = append(args, "-queue", q)
+		}
+		if r := os.Getenv("MESHCAST_BENCH_RECEIVE_MAXIMUM"); r != "" {
+			args = append(args, "-receive-maximum", r)
 		}
 		proc := startBridgeProc(b, bin, args...)
 		pubs := make([]*paho.Client, k)

@@ -103,7 +103,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 }
 
 func (b *Bridge) clientConfig(ctx context.Context) autopaho.ClientConfig {
-	recvMax := uint16(min(b.cfg.Workers*b.cfg.QueueSize+b.cfg.Workers, 65535))
+	recvMax := uint16(b.cfg.ReceiveMaximum)
 	return autopaho.ClientConfig{
 		ServerUrls:                    b.urls,
 		KeepAlive:                     uint16(b.cfg.KeepAlive / time.Second),
@@ -118,8 +118,7 @@ func (b *Bridge) clientConfig(ctx context.Context) autopaho.ClientConfig {
 		ConnectUsername: b.cfg.Username,
 		ConnectPassword: []byte(b.cfg.Password),
 		ConnectPacketBuilder: func(c *paho.Connect, _ *url.URL) (*paho.Connect, error) {
-			// Ask a compliant broker to keep no more than the queues hold in flight; backpressure
-			// does not depend on it (mosquitto 2.0 ignores it).
+			// Bound the messages in flight to the bridge (see Config.ReceiveMaximum).
 			if c.Properties == nil {
 				c.Properties = &paho.ConnectProperties{}
 			}

@@ -21,7 +21,8 @@ import (
 const (
 	DefaultGroup             = "meshcast"
 	DefaultTopicFilter       = "taxi/+/+/state"
-	DefaultQueueSize         = 64
+	DefaultQueueSize         = 16
+	DefaultReceiveMaximum    = 1024
 	DefaultSessionExpiry     = time.Hour
 	DefaultKeepAlive         = 30 * time.Second
 	DefaultConnectTimeout    = 10 * time.Second
@@ -35,8 +36,10 @@ const (
 )
 
 // DefaultWorkers is the default number of workers: enough concurrent bus.Apply calls to keep
-// the Redis pipelines full (each Apply waits for two or three round trips).
-func DefaultWorkers() int { return max(64, 16*runtime.GOMAXPROCS(0)) }
+// the Redis pipelines full. Each Apply waits for two or three round trips, so by Little's law
+// 128 workers at ~1 ms per Apply carry ~128,000 messages/s; a worker is a goroutine and a
+// small queue.
+func DefaultWorkers() int { return max(128, 32*runtime.GOMAXPROCS(0)) }
 
 // DefaultClientID returns "meshcast-bridge-<hostname>": stable across restarts of one host or
 // Kubernetes StatefulSet pod, which is what a persistent session needs.
@@ -71,6 +74,13 @@ type Config struct {
 	// Workers is the number of concurrent workers; QueueSize the capacity of each worker's queue.
 	Workers   int
 	QueueSize int
+	// ReceiveMaximum is the MQTT v5 Receive Maximum the bridge announces: how many QoS 1
+	// messages the broker may have in flight (delivered, not yet acknowledged) to it. mosquitto
+	// 2.0 honours it for v5 clients (max_inflight_messages applies to v3 clients only). It
+	// bounds paho's acknowledgement bookkeeping, whose cost grows with it (linear scans per
+	// message); backpressure does not depend on it (a full queue stops reading the
+	// connection). Default DefaultReceiveMaximum.
+	ReceiveMaximum int
 	// SessionExpiry is how long the broker keeps the session (subscription and unacknowledged
 	// messages) while the bridge is away. Default 1h; at least 1s.
 	SessionExpiry time.Duration
@@ -154,6 +164,12 @@ func (c Config) withDefaults() (Config, []*url.URL, error) {
 	}
 	if c.QueueSize < 1 || c.QueueSize > 1<<20 {
 		errs = append(errs, fmt.Errorf("bridge: queue size %d out of range [1, 1048576]", c.QueueSize))
+	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = DefaultReceiveMaximum
+	}
+	if c.ReceiveMaximum < 1 || c.ReceiveMaximum > 65535 {
+		errs = append(errs, fmt.Errorf("bridge: receive maximum %d out of range [1, 65535]", c.ReceiveMaximum))
 	}
 	dur := func(name string, v *time.Duration, def, lo, hi time.Duration) {
 		if *v == 0 {
