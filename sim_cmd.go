@@ -30,7 +30,7 @@ taxi/<fleet>/<vehicle>/state, the fleet's reports spread evenly over the
 interval. -replay publishes a recording ("topic<TAB>payload" lines, as written
 by -record) instead.`)
 	brokers := fs.String("broker", "mqtt://127.0.0.1:1883", "MQTT broker URLs, comma-separated")
-	clientID := fs.String("client-id", "meshcast-sim", "client id prefix (one connection each: <id>-<n>)")
+	clientID := fs.String("client-id", fmt.Sprintf("meshcast-sim-%d", os.Getpid()), "client id prefix (one connection each: <id>-<n>)")
 	taxis := fs.Int("taxis", 100, "number of simulated taxis")
 	interval := fs.Duration("interval", sim.DefaultInterval, "report interval of one taxi")
 	rate := fs.Float64("rate", 0, "total messages per second; when set, the interval is taxis/rate (replay: 0 is as fast as possible)")

@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestRetimeJSON(t *testing.T) {
 	for _, tt := range []struct{ in, want string }{
@@ -20,4 +23,22 @@ func TestSplitCommaList(t *testing.T) {
 	if len(got) != 2 || got[0] != "a" || got[1] != "b" {
 		t.Fatalf("splitCommaList = %q", got)
 	}
+}
+
+// FuzzRetimeJSON: replay files are outside input; retiming never panics, leaves payloads
+// without a numeric "ts" alone and otherwise changes only that number.
+func FuzzRetimeJSON(f *testing.F) {
+	for _, s := range []string{`{"lat":1,"ts":1732260000123,"status":"vacant"}`, `{"ts":`, `"ts":-`, `{"ts":1e`, ``, `"ts":"ts":1`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		in := string(p)
+		out := string(retimeJSON(p, 7))
+		if string(p) != in {
+			t.Fatal("retimeJSON modified its input")
+		}
+		if out != in && !strings.Contains(out, `"ts":`) {
+			t.Fatalf("retimeJSON(%q) = %q", in, out)
+		}
+	})
 }
