@@ -29,6 +29,8 @@ type Options struct {
 	// FirstSeq is the seq of the first frame, to continue a stream's numbering (SSE: Last-Event-ID
 	// + 1). 0 means 1.
 	FirstSeq uint64
+	// Metrics gets the session counters (NewMetrics, shared by all sessions). Nil: not counted.
+	Metrics *Metrics
 }
 
 var (
@@ -71,6 +73,7 @@ type Session struct {
 	lastSend time.Time
 	err      error
 	left     bool // left the hub after a cut
+	closed   bool // Close was called
 	outs     []out
 	snap     []vehicle
 	touched  []*item
@@ -198,6 +201,9 @@ func New(h *hub.Hub, req *meshcastv1.WatchRequest, o Options) (*Session, error) 
 	}
 	s.w = &watcher{s}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if o.Metrics != nil {
+		o.Metrics.active.Inc()
+	}
 	if err := s.move(a); err != nil {
 		s.Close()
 		return nil, err
@@ -212,6 +218,9 @@ func (s *Session) Move(req *meshcastv1.WatchRequest) error {
 	a, err := newArea(req, s.o)
 	if err != nil {
 		return err
+	}
+	if s.o.Metrics != nil {
+		s.o.Metrics.moves.Inc()
 	}
 	return s.move(a)
 }
@@ -265,11 +274,16 @@ func (s *Session) move(a area) error {
 // once and concurrently with Next and Move.
 func (s *Session) Close() {
 	s.mu.Lock()
+	first := !s.closed
+	s.closed = true
 	if s.err != ErrClosed {
 		s.err = ErrClosed
 		s.resetView()
 	}
 	s.mu.Unlock()
+	if first && s.o.Metrics != nil {
+		s.o.Metrics.active.Dec()
+	}
 	s.cancel()
 	s.wake()
 	s.leave()
@@ -557,6 +571,9 @@ func (s *Session) compact() {
 func (s *Session) cut() {
 	s.err = ErrTooSlow
 	s.resetView()
+	if s.o.Metrics != nil {
+		s.o.Metrics.cuts.Inc()
+	}
 }
 
 // Next blocks until at least one event is ready (or the heartbeat is due), then returns up to
@@ -683,6 +700,17 @@ func (s *Session) fill(now time.Time) bool {
 	s.outs = outs
 	if len(outs) == 0 {
 		return false
+	}
+	if m := s.o.Metrics; m != nil {
+		var n [KindHeartbeat + 1]int
+		for _, o := range outs {
+			n[o.kind]++
+		}
+		for k := KindSnapshot; k <= KindHeartbeat; k++ {
+			if n[k] > 0 {
+				m.frames[k].Add(float64(n[k]))
+			}
+		}
 	}
 	s.encode(now)
 	return true
