@@ -309,6 +309,7 @@ func (s *Session) resetView() {
 	s.ready, s.head = s.ready[:0], 0
 	clear(s.later)
 	s.later = s.later[:0]
+	clear(s.transits)
 	s.transits = s.transits[:0]
 	s.npend = 0
 }
