@@ -21,7 +21,7 @@ import (
 const (
 	DefaultGroup             = "meshcast"
 	DefaultTopicFilter       = "taxi/+/+/state"
-	DefaultQueueSize         = 16
+	DefaultQueueSize         = 8
 	DefaultReceiveMaximum    = 1024
 	DefaultSessionExpiry     = time.Hour
 	DefaultKeepAlive         = 30 * time.Second
@@ -37,9 +37,10 @@ const (
 
 // DefaultWorkers is the default number of workers: enough concurrent bus.Apply calls to keep
 // the Redis pipelines full. Each Apply waits for two or three round trips, so by Little's law
-// 128 workers at ~1 ms per Apply carry ~128,000 messages/s; a worker is a goroutine and a
-// small queue.
-func DefaultWorkers() int { return max(128, 32*runtime.GOMAXPROCS(0)) }
+// 256 workers at ~2 ms per Apply carry ~128,000 messages/s; more concurrent Applies also
+// mean fewer, larger pipelined writes to Redis, which cut the CPU per message of both the
+// bridge and Redis (BENCHMARKS.md). A worker is a goroutine and a small queue.
+func DefaultWorkers() int { return max(256, 64*runtime.GOMAXPROCS(0)) }
 
 // DefaultClientID returns "meshcast-bridge-<hostname>": stable across restarts of one host or
 // Kubernetes StatefulSet pod, which is what a persistent session needs.
