@@ -42,8 +42,17 @@
 //     "id: <seq>", "event: <kind>", "data: <protojson RiderEvent>"; heartbeats are events too
 //     (the same events on every transport) and are preceded by a ": hb" comment. Last-Event-ID
 //     (or the lastEventId query parameter) continues the numbering after that id, starting with
-//     a fresh Snapshot. Batches are flushed with a write deadline. The stream ends after a
-//     comment naming the reason when the rider is cut or the server stops.
+//     a fresh Snapshot. Batches are written with a write deadline. The stream ends after a
+//     comment naming the reason when the rider is cut or the server stops. On HTTP/1.x the
+//     connection is hijacked and the response (Connection: close) written straight to the socket.
+//
+// # Memory per rider
+//
+// A WebSocket or SSE stream gives back net/http's connection goroutine, request and 4 KiB
+// buffers once accepted: it lives in two small goroutines (a writer waiting in Session.Next on
+// the server's stop context, a reader that notices the client leaving or applies its moves), with
+// small or no buffers; batches are assembled in pooled buffers. A native gRPC stream is grpc-go's
+// handler goroutine. BenchmarkIdleRiderMemory measures each (see BENCHMARKS.md).
 //
 // # Stop
 //

@@ -44,9 +44,9 @@ func (s *Server) watch(st grpc.ServerStream) error {
 		return grpcError(err)
 	}
 	defer release()
-	ctx, cancel := s.streamContext(st.Context())
-	defer cancel()
-	return grpcError(s.endCause(sendFrames(ctx, sess, st)))
+	// Streams wait on the server's stop context; the client going away closes the session.
+	defer context.AfterFunc(st.Context(), sess.Close)()
+	return grpcError(s.endCause(sendFrames(s.stop, sess, st)))
 }
 
 // track serves RiderService.Track: the first request opens the session, every later one moves
@@ -61,8 +61,7 @@ func (s *Server) track(st grpc.ServerStream) error {
 		return grpcError(err)
 	}
 	defer release()
-	ctx, cancel := s.streamContext(st.Context())
-	defer cancel()
+	defer context.AfterFunc(st.Context(), sess.Close)()
 
 	// The reader moves the session; an invalid move ends the stream with its error. It exits
 	// when the stream ends (RecvMsg fails once the handler has returned).
@@ -83,12 +82,12 @@ func (s *Server) track(st grpc.ServerStream) error {
 				mu.Lock()
 				moveErr = err
 				mu.Unlock()
-				cancel()
+				sess.Close() // ends sendFrames, which then reports moveErr
 				return
 			}
 		}
 	}()
-	err = sendFrames(ctx, sess, st)
+	err = sendFrames(s.stop, sess, st)
 	mu.Lock()
 	if moveErr != nil {
 		err = moveErr

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/improbable-eng/grpc-web/go/grpcweb"
 	"github.com/meshcast/meshcast/edge/hub"
 	"github.com/meshcast/meshcast/edge/session"
@@ -121,11 +120,11 @@ type Server struct {
 	cancelStop context.CancelFunc
 
 	mu       sync.Mutex
-	split    *splitter                    // set by Serve
-	shutdown bool                         // Shutdown was called
-	ws       map[*websocket.Conn]struct{} // open WebSocket connections (hijacked: not tracked by http.Server)
-	streams  sync.WaitGroup               // open sessions, on every transport (Add under mu, never after shutdown)
-	served   chan struct{}                // closed when Serve returns
+	split    *splitter      // set by Serve
+	shutdown bool           // Shutdown was called
+	hijacked map[any]func() // open WebSocket and SSE connections (not tracked by http.Server): their CloseNow
+	streams  sync.WaitGroup // open sessions, on every transport (Add under mu, never after shutdown)
+	served   chan struct{}  // closed when Serve returns
 }
 
 // New returns a server for the hub's riders.
@@ -137,7 +136,7 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{o: o, hub: h, ws: map[*websocket.Conn]struct{}{}, served: make(chan struct{})}
+	s := &Server{o: o, hub: h, hijacked: map[any]func(){}, served: make(chan struct{})}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
 
 	s.grpc = grpc.NewServer(
@@ -239,7 +238,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-streamsDone:
 	case <-ctx.Done():
 		forced = true
-		s.closeWebSockets()
+		s.closeHijacked()
 	}
 	grpcDone := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(grpcDone) }()
@@ -264,13 +263,30 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// closeWebSockets drops every open WebSocket connection without a close handshake.
-func (s *Server) closeWebSockets() {
+// closeHijacked drops every open WebSocket and SSE connection at once.
+func (s *Server) closeHijacked() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for c := range s.ws {
-		c.CloseNow()
+	for _, closeNow := range s.hijacked {
+		closeNow()
 	}
+}
+
+// trackConn records a hijacked connection for Shutdown; false when shutting down.
+func (s *Server) trackConn(key any, closeNow func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutdown {
+		return false
+	}
+	s.hijacked[key] = closeNow
+	return true
+}
+
+func (s *Server) untrackConn(key any) {
+	s.mu.Lock()
+	delete(s.hijacked, key)
+	s.mu.Unlock()
 }
 
 // ServeHTTP routes an HTTP/1.x request: gRPC-Web (including its CORS preflight and websocket
@@ -346,19 +362,15 @@ func (s *Server) requestOriginAllowed(r *http.Request) bool {
 	return s.originAllowed(origin)
 }
 
-// streamContext returns the context of one stream: done when parent is (the client went away)
-// or when the server shuts down.
-func (s *Server) streamContext(parent context.Context) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(parent)
-	stop := context.AfterFunc(s.stop, cancel)
-	return ctx, func() { stop(); cancel() }
-}
-
-// endCause turns the error that ended a session's Next into the cause to report: errStopping
-// when the server is shutting down.
+// endCause turns the error that ended a session's Next into the cause to report. Streams wait
+// in Next on the server's stop context and their session is closed when the client goes away,
+// so a cancelled context or a closed session means: the server is stopping, or the client left.
 func (s *Server) endCause(err error) error {
-	if s.stop.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, session.ErrClosed)) {
-		return errStopping
+	if errors.Is(err, context.Canceled) || errors.Is(err, session.ErrClosed) {
+		if s.stop.Err() != nil {
+			return errStopping
+		}
+		return context.Canceled
 	}
 	return err
 }
@@ -393,11 +405,11 @@ func (s *Server) newSession(req *meshcastv1.WatchRequest, firstSeq uint64) (sess
 	return sess, func() { sess.Close(); s.streams.Done() }, nil
 }
 
-// frameBuf keeps a rider's frame slice between batches when it is small; a large one (a big
-// snapshot) is dropped so an idle rider does not hold it.
+// frameBuf keeps a rider's frame slice between batches when it is small (a heartbeat, an
+// update); a larger one is dropped so that an idle rider does not hold it.
 func frameBuf(frames []session.Frame) []session.Frame {
 	clear(frames) // drop references to the encoded bytes
-	if cap(frames) > 8 {
+	if cap(frames) > 2 {
 		return nil
 	}
 	return frames[:0]

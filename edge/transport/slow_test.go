@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -123,4 +124,38 @@ func waitFor(t testing.TB, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestSSEOverHTTP2 covers the ResponseWriter path of SSE (no hijacking on HTTP/2, as behind a
+// TLS front that speaks HTTP/2 to the edge): events, flushes, and the end on shutdown.
+func TestSSEOverHTTP2(t *testing.T) {
+	b := bus.NewMemory(bus.Options{})
+	t.Cleanup(func() { b.Close() })
+	ts := startServer(t, b, nil, Options{Session: session.Options{Heartbeat: 200 * time.Millisecond}})
+	h2 := httptest.NewUnstartedServer(ts.srv)
+	h2.EnableHTTP2 = true
+	h2.StartTLS()
+	defer h2.Close()
+	resp, err := h2.Client().Get(watchURL(h2.URL, PathSSE, tokyo, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("%s %q", resp.Proto, resp.Header.Get("Content-Type"))
+	}
+	r := &tracked{rider: newRider("sse-h2")}
+	go func() { r.finish(readSSE(resp.Body, r.rider, func(string) {})) }()
+	r.expect(t, "snapshot []")
+	r.heartbeat(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.endError(t); err != nil || r.commentCount(msgStopping) != 1 {
+		t.Fatalf("ended with %v, comments %q", err, r.comments)
+	}
+	<-ts.errc
+	ts.errc <- nil
 }

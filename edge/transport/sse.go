@@ -1,7 +1,9 @@
 package transport
 
 import (
+	"context"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -45,9 +47,14 @@ func appendEvent(b []byte, f *session.Frame) []byte {
 }
 
 // serveSSE serves GET /v1/sse: text/event-stream with a retry hint, then one event per frame
-// (id = seq, event = kind, data = protojson RiderEvent), flushed per batch with a write
-// deadline. The stream ends with a comment naming the reason when the session is cut or the
+// (id = seq, event = kind, data = protojson RiderEvent), one write per batch with a write
+// deadline. The stream ends after a comment naming the reason when the session is cut or the
 // server stops; EventSource then reconnects with Last-Event-ID and gets a fresh Snapshot.
+//
+// On HTTP/1.x the connection is hijacked once the request is accepted: the response is a
+// Connection: close stream written straight to the socket by a goroutine of its own (net/http's
+// connection goroutine, buffers and request go), and a second goroutine reads the socket to
+// notice the client leaving. Elsewhere (HTTP/2 behind a TLS front) the ResponseWriter is used.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
@@ -73,43 +80,91 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, err)
 		return
 	}
-	defer release()
-
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
-	if o := r.Header.Get("Origin"); o != "" {
-		h.Set("Access-Control-Allow-Origin", o)
-		h.Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	if r.ProtoMajor == 1 {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			// Bytes the client sent after its request are ignored: it has nothing to say.
+			if !s.trackConn(conn, func() { conn.Close() }) {
+				conn.Close()
+				release()
+				return
+			}
+			go func() {
+				defer release()
+				defer s.untrackConn(conn)
+				s.runSSE(conn, sess, origin)
+			}()
+			return
+		}
 	}
+	defer release()
+	h := w.Header()
+	sseHeaders(func(k, v string) { h.Set(k, v) }, origin)
 	w.WriteHeader(http.StatusOK)
-
 	rc := http.NewResponseController(w)
 	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve another request
-	write := func(b []byte) error {
+	defer context.AfterFunc(r.Context(), sess.Close)()
+	s.pumpSSE(sess, nil, func(b []byte) error {
 		rc.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 		if _, err := w.Write(b); err != nil {
 			return err
 		}
 		return rc.Flush()
-	}
+	})
+}
 
-	ctx, cancel := s.streamContext(r.Context())
-	defer cancel()
+// sseHeaders sets the response headers of an event stream.
+func sseHeaders(set func(k, v string), origin string) {
+	set("Content-Type", "text/event-stream")
+	set("Cache-Control", "no-cache")
+	set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	if origin != "" {
+		set("Access-Control-Allow-Origin", origin)
+		set("Vary", "Origin")
+	}
+}
+
+// runSSE serves an event stream on a hijacked HTTP/1.x connection.
+func (s *Server) runSSE(conn net.Conn, sess *session.Session, origin string) {
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		var b [64]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				break
+			}
+		}
+		sess.Close() // the client left (or the writer closed the connection)
+	}()
+	head := []byte("HTTP/1.1 200 OK\r\n")
+	sseHeaders(func(k, v string) { head = append(append(append(append(head, k...), ": "...), v...), "\r\n"...) }, origin)
+	head = append(head, "Connection: close\r\n\r\n"...)
+	s.pumpSSE(sess, head, func(b []byte) error {
+		conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
+		_, err := conn.Write(b)
+		return err
+	})
+	conn.Close()
+	<-readDone
+}
+
+// pumpSSE writes the retry hint (after head), then the session's frames, until Next or a write
+// fails; then, for a cut rider or a stopping server, a comment naming the reason.
+func (s *Server) pumpSSE(sess *session.Session, head []byte, write func([]byte) error) {
 	b := getBuf()
+	*b = append(*b, head...)
 	*b = append(*b, "retry: "...)
 	*b = strconv.AppendInt(*b, s.o.SSERetry.Milliseconds(), 10)
 	*b = append(*b, "\n\n"...)
-	err = write(*b)
+	err := write(*b)
 	putBuf(b)
 	if err != nil {
 		return
 	}
-
 	var frames []session.Frame
 	for {
-		frames, err = sess.Next(ctx, frames)
+		frames, err = sess.Next(s.stop, frames)
 		if err != nil {
 			break
 		}

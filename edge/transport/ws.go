@@ -1,11 +1,16 @@
 package transport
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/meshcast/meshcast/edge/session"
@@ -115,24 +120,62 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, err)
 		return
 	}
-	defer release()
-
 	opts := &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled}
 	if sub != "" {
 		opts.Subprotocols = []string{sub}
 	}
-	c, err := websocket.Accept(w, r, opts)
+	hj := &smallBuffers{ResponseWriter: w}
+	c, err := websocket.Accept(hj, r, opts)
 	if err != nil {
+		release()
 		return // Accept wrote the answer
 	}
-	if !s.trackWS(c) {
+	if !s.trackConn(c, func() { c.CloseNow() }) {
 		c.Close(closeGoingAway, msgStopping)
+		release()
 		return
 	}
-	defer s.untrackWS(c)
 	c.SetReadLimit(int64(s.o.MaxMessageBytes))
-	s.runWebSocket(c, sess, format)
+	// The handler returns at once: net/http's goroutine (its stack grown by the handshake), the
+	// request and the response go, and the stream lives on in two small goroutines.
+	go func() {
+		defer release()
+		defer s.untrackConn(c)
+		s.runWebSocket(c, hj.conn, sess, format)
+	}()
 }
+
+// Buffer sizes of a WebSocket connection. net/http hands a hijacked connection over with 4 KiB
+// read and write buffers, which coder/websocket keeps for the connection's life; an idle rider
+// needs far less. Client frames are small (moves, control frames); a write of a batch up to
+// wsWriteBuffer bytes takes one syscall, a bigger one two.
+const (
+	wsReadBuffer  = 128
+	wsWriteBuffer = 1024
+)
+
+// smallBuffers is a ResponseWriter whose Hijack returns small buffers (see wsReadBuffer) and
+// keeps the connection (for write deadlines).
+type smallBuffers struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = c
+	var r io.Reader = c
+	if n := brw.Reader.Buffered(); n > 0 { // bytes the client sent after its request
+		b, _ := brw.Reader.Peek(n)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)
+	}
+	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, wsReadBuffer), bufio.NewWriterSize(c, wsWriteBuffer)), nil
+}
+
+func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func isUpgrade(r *http.Request) bool {
 	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
@@ -149,37 +192,18 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// trackWS records an open connection for Shutdown; false when shutting down.
-func (s *Server) trackWS(c *websocket.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shutdown {
-		return false
-	}
-	s.ws[c] = struct{}{}
-	return true
-}
-
-func (s *Server) untrackWS(c *websocket.Conn) {
-	s.mu.Lock()
-	delete(s.ws, c)
-	s.mu.Unlock()
-}
-
 // runWebSocket pumps the session's frames to c while a reader applies the client's moves, then
 // closes c with the code for what ended the stream.
-func (s *Server) runWebSocket(c *websocket.Conn, sess *session.Session, format wireFormat) {
-	ctx, cancel := s.streamContext(context.Background())
-	defer cancel()
-
-	// The reader owns reads; its context is never cancelled (that would drop the connection
-	// before a close frame could be sent): it ends when the connection closes.
+func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, sess *session.Session, format wireFormat) {
+	// The reader owns reads (never cancelled: that would drop the connection before a close
+	// frame could be sent). When it fails it publishes why, then closes the session, which ends
+	// the writer's Next; the writer waits in Next on the server's stop context.
 	var readErr error
 	readDone := make(chan struct{})
 	go func() {
-		defer close(readDone)
 		readErr = readMoves(c, sess)
-		cancel()
+		close(readDone)
+		sess.Close()
 	}()
 
 	typ := websocket.MessageText
@@ -191,11 +215,11 @@ func (s *Server) runWebSocket(c *websocket.Conn, sess *session.Session, format w
 		err    error
 	)
 	for {
-		frames, err = sess.Next(ctx, frames)
+		frames, err = sess.Next(s.stop, frames)
 		if err != nil {
 			break
 		}
-		if err = s.writeBatch(c, typ, format, frames); err != nil {
+		if err = s.writeBatch(c, conn, typ, format, frames); err != nil {
 			break
 		}
 		frames = frameBuf(frames)
@@ -228,14 +252,14 @@ var (
 
 func isReadLimit(err error) bool { return errors.Is(err, websocket.ErrMessageTooBig) }
 
-// writeBatch writes one batch as one message within the write timeout. A timeout closes the
-// connection (coder/websocket does that when the write's context ends).
-func (s *Server) writeBatch(c *websocket.Conn, typ websocket.MessageType, f wireFormat, frames []session.Frame) error {
+// writeBatch writes one batch as one message within the write timeout, set as the socket's
+// write deadline (no context per write); a write that times out fails and the caller drops the
+// connection.
+func (s *Server) writeBatch(c *websocket.Conn, conn net.Conn, typ websocket.MessageType, f wireFormat, frames []session.Frame) error {
 	b := getBuf()
 	*b = appendBatch(*b, f, frames)
-	ctx, cancel := context.WithTimeout(context.Background(), s.o.WriteTimeout)
-	err := c.Write(ctx, typ, *b)
-	cancel()
+	conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
+	err := c.Write(context.Background(), typ, *b)
 	putBuf(b)
 	if err != nil {
 		return errors.Join(errWriteFailed, err)
