@@ -8,7 +8,8 @@ import (
 
 // rawMessage is a message already encoded as protobuf (a session Frame's Proto bytes). The codec
 // sends it as is: encode once, never per rider. The bytes are shared and must not be modified.
-type rawMessage []byte
+// A stream reuses one rawMessage for all its sends (SendMsg is done with it when it returns).
+type rawMessage struct{ b []byte }
 
 // codec is the server's gRPC codec (registered under the "proto" name through
 // grpc.ForceServerCodecV2, so native gRPC and gRPC-Web both use it): rawMessage passes through
@@ -24,9 +25,9 @@ func newCodec() codec {
 }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
-	if r, ok := v.(rawMessage); ok {
+	if r, ok := v.(*rawMessage); ok {
 		// SliceBuffer's Ref and Free do nothing: the frame bytes are not pooled.
-		return mem.BufferSlice{mem.SliceBuffer(r)}, nil
+		return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
 	}
 	return c.std.Marshal(v)
 }

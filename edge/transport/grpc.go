@@ -122,17 +122,22 @@ func recvRequest(st grpc.ServerStream) (*meshcastv1.WatchRequest, error) {
 // sendFrames sends every frame of the session as its pre-encoded protobuf bytes until Next or a
 // send fails.
 func sendFrames(ctx context.Context, sess *session.Session, st grpc.ServerStream) error {
-	var buf []session.Frame
+	var (
+		buf []session.Frame
+		msg rawMessage
+	)
 	for {
 		frames, err := sess.Next(ctx, buf)
 		if err != nil {
 			return err
 		}
 		for i := range frames {
-			if err := st.SendMsg(rawMessage(frames[i].Proto)); err != nil {
+			msg.b = frames[i].Proto
+			if err := st.SendMsg(&msg); err != nil {
 				return err
 			}
 		}
+		msg.b = nil
 		buf = frameBuf(frames)
 	}
 }

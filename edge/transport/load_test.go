@@ -326,6 +326,66 @@ func BenchmarkIdleRiderMemory(b *testing.B) {
 	}
 }
 
+// BenchmarkIdleSessionMemory is the baseline of BenchmarkIdleRiderMemory without a transport:
+// the same riders as sessions opened in-process, each with one goroutine waiting in Next (as
+// every transport has), so that the transport's own share is the difference.
+func BenchmarkIdleSessionMemory(b *testing.B) {
+	n := benchRiders()
+	bs := bus.NewMemory(bus.Options{TTL: time.Hour})
+	defer bs.Close()
+	ts := startServer(b, bs, nil, Options{})
+	sc := &scenario{t: b, b: bs, clk: new(clock), last: map[string]int64{}}
+	for i := range 10 {
+		sc.fix(fmt.Sprintf("f/v%d", i), pt{35.6812 + float64(i-5)*0.0006, 139.7671 + float64(i%3-1)*0.0008}, 0)
+	}
+	req := &meshcastv1.WatchRequest{Lat: 35.681236, Lon: 139.767125, RadiusM: 1000}
+	open := func() (*session.Session, chan struct{}) {
+		sess, err := session.New(ts.hub, proto.CloneOf(req), session.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan struct{})
+		first := make(chan struct{})
+		go func() {
+			defer close(done)
+			var frames []session.Frame
+			var err error
+			for i := 0; ; i++ {
+				if frames, err = sess.Next(context.Background(), frames[:0]); err != nil {
+					return
+				}
+				if i == 0 {
+					close(first)
+				}
+				frames = frameBuf(frames)
+			}
+		}()
+		<-first
+		return sess, done
+	}
+	warm, wdone := open()
+	h0, s0, g0 := liveMemory()
+	sessions := make([]*session.Session, n)
+	dones := make([]chan struct{}, n)
+	for i := range n {
+		sessions[i], dones[i] = open()
+	}
+	h1, s1, g1 := liveMemory()
+	perHeap := float64(int64(h1)-int64(h0)) / float64(n)
+	perStack := float64(int64(s1)-int64(s0)) / float64(n)
+	b.ReportMetric(perHeap, "heap-B/rider")
+	b.ReportMetric(perStack, "stack-B/rider")
+	b.ReportMetric(perHeap+perStack, "B/rider")
+	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/rider")
+	for i, s := range append(sessions, warm) {
+		s.Close()
+		if i < n {
+			<-dones[i]
+		}
+	}
+	<-wdone
+}
+
 // cpuTime returns the process's user+system CPU time.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
