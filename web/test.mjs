@@ -1,9 +1,11 @@
-// Runs the client's tests: type-checks client/, app/ and test/ (tsc --noEmit), bundles each
-// test/*.test.ts with esbuild into .test-out/, then runs them with node's built-in test runner.
+// Runs the client's tests: type-checks client/, app/, test/ and dev/ (tsc --noEmit), bundles each
+// test/*.test.ts with esbuild into a temporary directory, then runs them with node's built-in test
+// runner. Tests find their files under __WEB_DIR__ (this directory).
 //   node test.mjs [--no-typecheck] [extra node --test flags]
 import { build } from "esbuild";
 import { spawnSync } from "node:child_process";
-import { readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -20,8 +22,7 @@ if (typecheck) {
   }
 }
 
-const out = join(here, ".test-out");
-rmSync(out, { recursive: true, force: true });
+const out = mkdtempSync(join(tmpdir(), "meshcast-web-test-"));
 const tests = readdirSync(join(here, "test")).filter((f) => f.endsWith(".test.ts")).sort();
 await build({
   entryPoints: tests.map((f) => join(here, "test", f)),
@@ -32,8 +33,10 @@ await build({
   target: "node20",
   sourcemap: "inline",
   outExtension: { ".js": ".mjs" },
+  define: { __WEB_DIR__: JSON.stringify(here) },
   logLevel: "warning",
 });
 const files = tests.map((f) => join(out, f.replace(/\.ts$/, ".mjs")));
 const r = spawnSync(process.execPath, ["--test", ...extra, ...files], { stdio: "inherit" });
+rmSync(out, { recursive: true, force: true });
 process.exit(r.status ?? 1);

@@ -5,7 +5,7 @@ import * as L from "leaflet";
 import "./app.css";
 import type { MeshcastEvent, Vehicle, VehicleClassName } from "../client/events";
 import { VEHICLE_CLASSES } from "../client/events";
-import { gridAround, inMeshDomain, meshCode } from "../client/mesh";
+import { cellBounds, cellCode, cellsInBounds, gridAround, inMeshDomain, meshCode, type Bounds } from "../client/mesh";
 import type { Change } from "../client/state";
 import { TRANSPORTS, watch, type Status, type TransportName, type WatchHandle } from "../client/watch";
 import { formatParams, parseParams, type PageParams } from "./params";
@@ -13,7 +13,7 @@ import { SlidingWindow, formatMs } from "./stats";
 import { TaxiLayer } from "./taxis";
 
 const WINDOW_MS = 5000;
-const GRID_MARGIN_M = 1500;
+const MAX_GRID_CELLS = 600;
 
 const params: PageParams = parseParams(location.search);
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -78,30 +78,50 @@ const rider = L.marker([params.lat, params.lon], {
 }).addTo(map);
 const taxis = new TaxiLayer(map);
 
+// The grid: every third-order cell in view (faint, labelled when zoomed in), the cells the rider's
+// radius reaches highlighted (the meshes the server covers for this rider).
 function drawGrid(): void {
   gridLayer.clearLayers();
-  for (const c of gridAround(params.lat, params.lon, params.radiusM, GRID_MARGIN_M)) {
-    const bounds: L.LatLngBoundsExpression = [
-      [c.south, c.west],
-      [c.north, c.east],
-    ];
-    L.rectangle(bounds, {
-      pane: "mesh",
-      interactive: false,
-      className: c.covered ? "mesh mesh-covered" : "mesh",
-      color: c.covered ? "#fbbf24" : "#64748b",
-      opacity: c.covered ? 0.55 : 0.35,
-      weight: 1,
-      fillColor: "#fbbf24",
-      fillOpacity: c.covered ? (c.centre ? 0.1 : 0.05) : 0,
-    }).addTo(gridLayer);
-    L.marker([c.north, c.west], {
-      pane: "meshLabels",
-      interactive: false,
-      keyboard: false,
-      icon: L.divIcon({ className: c.covered ? "mesh-label covered" : "mesh-label", html: c.code, iconSize: [64, 14], iconAnchor: [-4, -4] }),
-    }).addTo(gridLayer);
+  const view = map.getBounds().pad(0.1);
+  const cells = cellsInBounds(
+    { south: view.getSouth(), west: view.getWest(), north: view.getNorth(), east: view.getEast() },
+    MAX_GRID_CELLS,
+  );
+  const centre = meshCode(params.lat, params.lon);
+  const labels = map.getZoom() >= 13.5;
+  const draw = (code: string, b: Bounds, covered: boolean) => {
+    L.rectangle(
+      [
+        [b.south, b.west],
+        [b.north, b.east],
+      ],
+      {
+        pane: "mesh",
+        interactive: false,
+        className: covered ? "mesh mesh-covered" : "mesh",
+        color: covered ? "#fbbf24" : "#64748b",
+        opacity: covered ? 0.55 : 0.3,
+        weight: 1,
+        fillColor: "#fbbf24",
+        fillOpacity: covered ? (code === centre ? 0.1 : 0.05) : 0,
+      },
+    ).addTo(gridLayer);
+    if (labels) {
+      L.marker([b.north, b.west], {
+        pane: "meshLabels",
+        interactive: false,
+        keyboard: false,
+        icon: L.divIcon({ className: covered ? "mesh-label covered" : "mesh-label", html: code, iconSize: [64, 14], iconAnchor: [-4, -4] }),
+      }).addTo(gridLayer);
+    }
+  };
+  const covered = gridAround(params.lat, params.lon, params.radiusM).filter((c) => c.covered);
+  const coveredCodes = new Set(covered.map((c) => c.code));
+  for (const c of cells ?? []) {
+    const code = cellCode(c);
+    if (!coveredCodes.has(code)) draw(code, cellBounds(c), false);
   }
+  for (const c of covered) draw(c.code, c, true);
 }
 
 // ---- the stream ---------------------------------------------------------------------------
@@ -259,6 +279,7 @@ map.fitBounds(L.latLng(params.lat, params.lon).toBounds((params.radiusM + 600) *
   paddingTopLeft: window.innerWidth > 640 ? [340, 0] : [0, 0],
 });
 drawGrid();
+map.on("moveend", drawGrid);
 start();
 renderCounters();
 setInterval(renderCounters, 250);

@@ -137,3 +137,23 @@ export function gridAround(lat: number, lon: number, radiusM: number, marginM = 
   }
   return out;
 }
+
+/**
+ * cellsInBounds returns the cells that intersect a rectangle (clipped to the mesh domain), row by
+ * row, or null when there would be more than maxCells of them.
+ */
+export function cellsInBounds(b: Bounds, maxCells = 2000): Cell[] | null {
+  const south = Math.max(b.south, 20 / 3);
+  const north = Math.min(b.north, 200 / 3 - 1e-9);
+  const west = Math.max(b.west, 100);
+  const east = Math.min(b.east, 180 - 1e-9);
+  if (!(south <= north && west <= east)) return [];
+  const lo = cellOf(south, west);
+  const hi = cellOf(north, east);
+  if ((hi.row - lo.row + 1) * (hi.col - lo.col + 1) > maxCells) return null;
+  const out: Cell[] = [];
+  for (let row = lo.row; row <= hi.row; row++) {
+    for (let col = lo.col; col <= hi.col; col++) out.push({ row, col });
+  }
+  return out;
+}

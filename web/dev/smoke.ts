@@ -97,6 +97,13 @@ try {
   check(await markersMatch(page), "switcher: markers match the new stream's set");
   await page.screenshot({ path: out });
   console.log(`screenshot: ${out}`);
+  for (let i = 0; i < 4; i++) {
+    await page.click(".leaflet-control-zoom-out");
+    await page.waitForTimeout(400);
+  }
+  const overview = out.replace(/(\.png)?$/, "-overview.png");
+  await page.screenshot({ path: overview });
+  console.log(`screenshot: ${overview}`);
 } finally {
   await browser.close();
   await edge.close();

@@ -95,3 +95,59 @@ test("watchQuery uses the snake_case query of /v1/ws and /v1/sse", () => {
     "lat=35.5&lon=139.5&radius_m=800&classes=standard%2Caccessible&max_vehicles=5&min_interval_ms=2000&access_token=t.o.k",
   );
 });
+
+// Outside input: frames cut, spliced and byte-flipped at random (seeded) either decode into
+// well-formed events or throw an Error; nothing else escapes.
+test("parseWSFrame on mangled frames: well-formed events or an Error", () => {
+  const seeds = [
+    `{"seq":"1","snapshot":{"vehicles":[${vJSON},${vJSON}]}}`,
+    `{"seq":"2","upsert":${vJSON}}\n{"seq":"3","remove":{"id":"acme/t1","reason":"REMOVAL_REASON_STALE"}}`,
+    `{"seq":"4","heartbeat":{"serverTimeMs":"1732260000999"}}`,
+  ];
+  let s = 0x9e3779b9;
+  const rnd = (n: number) => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) % n;
+  };
+  const alphabet = '{}[]":,0123456789.-eE \\nabtrufls"';
+  let decoded = 0;
+  for (let i = 0; i < 3000; i++) {
+    let f = seeds[rnd(seeds.length)];
+    for (let k = 0, n = 1 + rnd(3); k < n; k++) {
+      const at = rnd(f.length + 1);
+      switch (rnd(4)) {
+        case 0:
+          f = f.slice(0, at) + alphabet[rnd(alphabet.length)] + f.slice(at + 1);
+          break;
+        case 1:
+          f = f.slice(0, at) + f.slice(at + 1 + rnd(8));
+          break;
+        case 2:
+          f = f.slice(0, at) + "\n" + f.slice(at);
+          break;
+        default:
+          f = f.slice(0, at) + seeds[rnd(seeds.length)].slice(rnd(40)) + f.slice(at);
+      }
+    }
+    let evs;
+    try {
+      evs = parseWSFrame(f);
+    } catch (e) {
+      assert.ok(e instanceof Error, `non-Error thrown for ${JSON.stringify(f)}`);
+      continue;
+    }
+    decoded++;
+    for (const ev of evs) {
+      assert.ok(Number.isFinite(ev.seq) && ev.seq >= 0, JSON.stringify(f));
+      const vs = ev.kind === "snapshot" ? ev.vehicles : ev.kind === "upsert" ? [ev.vehicle] : [];
+      for (const v of vs) {
+        assert.equal(typeof v.id, "string");
+        assert.ok(Number.isFinite(v.lat) && Number.isFinite(v.lon) && Number.isFinite(v.observedAtMs), JSON.stringify(f));
+        assert.ok(["standard", "premium", "van", "accessible"].includes(v.class));
+      }
+    }
+  }
+  assert.ok(decoded > 0, "some mangled frames still decode");
+});

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { cellBounds, cellOf, distanceM, gridAround, meshCode, parseMeshCode } from "../client/mesh";
+import { cellBounds, cellCode, cellOf, cellsInBounds, distanceM, gridAround, meshCode, parseMeshCode } from "../client/mesh";
 
 interface Case {
   name: string;
@@ -12,7 +12,8 @@ interface Case {
   cover: string[];
 }
 // Written by web_test.go (TestMeshFixture) from core/mesh, the server's implementation.
-const fixture: Case[] = JSON.parse(readFileSync(new URL("../test/testdata/mesh.json", import.meta.url), "utf8"));
+declare const __WEB_DIR__: string; // defined by test.mjs
+const fixture: Case[] = JSON.parse(readFileSync(`${__WEB_DIR__}/test/testdata/mesh.json`, "utf8"));
 
 test("meshCode gives known third-order codes", () => {
   assert.equal(meshCode(35.681236, 139.767125), "53394611"); // Tokyo Station
@@ -70,4 +71,14 @@ test("distanceM matches known distances", () => {
   assert.equal(distanceM(35.681236, 139.767125, 35.681236, 139.767125), 0);
   const tokyoShinjuku = distanceM(35.681236, 139.767125, 35.690921, 139.700258);
   assert.ok(Math.abs(tokyoShinjuku - 6120) < 30, String(tokyoShinjuku));
+});
+
+test("cellsInBounds lists the cells of a rectangle, or null over the cap", () => {
+  const b = cellBounds(parseMeshCode("53394611")!);
+  const inner = { south: b.south + 1e-4, west: b.west + 1e-4, north: b.north - 1e-4, east: b.east - 1e-4 };
+  assert.deepEqual(cellsInBounds(inner)!.map(cellCode), ["53394611"]);
+  const wide = { south: b.south - 1e-4, west: b.west - 1e-4, north: b.north + 1e-4, east: b.east + 1e-4 };
+  assert.deepEqual(cellsInBounds(wide)!.map(cellCode), ["53394600", "53394601", "53394602", "53394610", "53394611", "53394612", "53394620", "53394621", "53394622"]);
+  assert.equal(cellsInBounds(wide, 8), null);
+  assert.deepEqual(cellsInBounds({ south: 0, west: 0, north: 1, east: 1 }), []);
 });
