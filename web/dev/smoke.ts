@@ -3,7 +3,10 @@
 // client's set and move, moving the rider replaces the set, switching transports works. Writes a
 // screenshot. Not part of `go test` (the end-to-end test against `meshcast demo` is).
 //
-//   node dev/run.mjs smoke [--out /tmp/meshcast.png] [--chromium /usr/bin/chromium]
+//   node dev/run.mjs smoke [--out /tmp/meshcast.png] [--chromium /usr/bin/chromium] [--url URL]
+//
+// --url points it at a running server instead (e.g. `meshcast demo`'s page): the page and the
+// rider API on one origin, with taxis around Tokyo Station.
 
 import { chromium, type Page } from "playwright-core";
 import { fileURLToPath } from "node:url";
@@ -18,7 +21,10 @@ const arg = (k: string, d: string) => {
 };
 const web = fileURLToPath(new URL("..", import.meta.url));
 const out = arg("--out", "/tmp/meshcast.png");
-const edge = await startFakeEdge({ dist: `${web}dist`, zones: `${web}../deploy/zones/tokyo.geojson`, vehicles: 400, fixEveryMs: 2000 });
+const external = arg("--url", "");
+const edge = external
+  ? { url: external.endsWith("/") ? external : external + "/", close: async () => {} }
+  : await startFakeEdge({ dist: `${web}dist`, zones: `${web}../deploy/zones/tokyo.geojson`, vehicles: 400, fixEveryMs: 2000 });
 const browser = await chromium.launch({
   executablePath: arg("--chromium", "/usr/bin/chromium"),
   args: [
