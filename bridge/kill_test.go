@@ -100,6 +100,21 @@ func (p *bridgeProc) kill() {
 	<-p.done
 }
 
+// stop sends SIGTERM (a clean shutdown: drain, disconnect keeping the session) and waits for
+// the process to exit with status 0.
+func (p *bridgeProc) stop(t testing.TB) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(waitTimeout):
+		t.Fatalf("bridge did not exit within %v of SIGTERM", waitTimeout)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("bridge exited with %d after SIGTERM:\n%s", code, p.logs())
+	}
+}
+
 func (p *bridgeProc) logs() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
