@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -11,10 +12,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/meshcast/meshcast/core/mesh"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
 )
 
 var update = flag.Bool("update", false, "rewrite test/testdata/mesh.json from core/mesh")
@@ -265,4 +272,49 @@ func tail(b []byte, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestGeneratedTSMatchesProto checks that the TypeScript in client/gen was generated from the
+// current .proto files (regenerate with go tool task web): protoc-gen-es embeds each file's
+// descriptor, which must equal the Go package's, up to what protoc-gen-es leaves out.
+func TestGeneratedTSMatchesProto(t *testing.T) {
+	for _, tc := range []struct {
+		ts string
+		fd protoreflect.FileDescriptor
+	}{
+		{"client/gen/meshcast/v1/rider_pb.ts", meshcastv1.File_meshcast_v1_rider_proto},
+		{"client/gen/meshcast/v1/telemetry_pb.ts", meshcastv1.File_meshcast_v1_telemetry_proto},
+	} {
+		t.Run(tc.ts, func(t *testing.T) {
+			src, err := os.ReadFile(tc.ts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := regexp.MustCompile(`fileDesc\("([A-Za-z0-9+/_-]+)"`).FindSubmatch(src)
+			if m == nil {
+				t.Fatal("no fileDesc(...) in the generated file")
+			}
+			raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(string(m[1]), "="))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := &descriptorpb.FileDescriptorProto{}
+			if err := proto.Unmarshal(raw, got); err != nil {
+				t.Fatal(err)
+			}
+			want := protodesc.ToFileDescriptorProto(tc.fd)
+			for _, fd := range []*descriptorpb.FileDescriptorProto{got, want} {
+				fd.SourceCodeInfo = nil
+				fd.Dependency = nil // protoc-gen-es passes imports as fileDesc's second argument
+				for _, msg := range fd.MessageType {
+					for _, f := range msg.Field {
+						f.JsonName = nil
+					}
+				}
+			}
+			if !proto.Equal(got, want) {
+				t.Fatalf("%s is not generated from the current %s: run go tool task web\n got: %v\nwant: %v", tc.ts, tc.fd.Path(), got, want)
+			}
+		})
+	}
 }
