@@ -113,7 +113,7 @@ type Server struct {
 	web    *grpcweb.WrappedGrpcServer
 	http   *http.Server
 
-	// stop is cancelled when Shutdown begins: every stream derives its context from it and ends
+	// stop is cancelled when Shutdown begins: every stream waits in Session.Next on it and ends
 	// (WebSocket 1001, SSE end of stream, gRPC UNAVAILABLE). Issue 6's drain spreading replaces
 	// this single signal with per-stream deadlines spread over a window.
 	stop       context.Context
@@ -165,11 +165,9 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		IdleTimeout:       2 * o.KeepaliveTime,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return context.Background() },
 	}
 	// Plain-text HTTP/2 (prior knowledge) never reaches http.Server: the listener hands it to
 	// the native gRPC transport. TLS is terminated in front of the edge.
-	s.http.SetKeepAlivesEnabled(true)
 	return s, nil
 }
 
