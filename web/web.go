@@ -11,6 +11,7 @@ package web
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -47,16 +48,42 @@ var contentTypes = map[string]string{
 	".map":  "application/json",
 }
 
-// asset is one embedded file ready to serve.
+// asset is one embedded file ready to serve, with its gzip encoding when that is smaller.
 type asset struct {
-	data        []byte
-	contentType string
-	etag        string
+	data, gz       []byte
+	contentType    string
+	etag, gzipETag string
+}
+
+// compress returns data gzipped at the best level, or nil when that does not save a tenth.
+func compress(data []byte) []byte {
+	var b bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression) // the level is valid
+	_, _ = zw.Write(data)                                  // bytes.Buffer does not fail
+	_ = zw.Close()
+	if b.Len() > len(data)*9/10 {
+		return nil
+	}
+	return b.Bytes()
+}
+
+// acceptsGzip reports whether a request's Accept-Encoding allows gzip (q=0 refuses it).
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		coding, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+			continue
+		}
+		q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+		return !ok || strings.Trim(q, "0.") != ""
+	}
+	return false
 }
 
 // Handler serves the embedded page: index.html at "/" (and "/index.html"), the other assets by
-// name, with their content types and strong ETags (conditional GETs answer 304); anything else is
-// 404, methods other than GET and HEAD 405. Mount it at the root of the origin that also serves
+// name, with their content types and strong ETags (conditional GETs answer 304), gzipped for
+// clients that accept it (compressed once, here); anything else is 404, methods other than GET
+// and HEAD 405. Mount it at the root of the origin that also serves
 // the rider API, or under a prefix with http.StripPrefix (the page uses relative URLs for its
 // assets and zones.geojson).
 func Handler() http.Handler {
@@ -77,7 +104,14 @@ func Handler() http.Handler {
 			ct = "application/octet-stream"
 		}
 		sum := sha256.Sum256(data)
-		assets[name] = &asset{data: data, contentType: ct, etag: `"` + hex.EncodeToString(sum[:12]) + `"`}
+		tag := hex.EncodeToString(sum[:12])
+		a := &asset{data: data, contentType: ct, etag: `"` + tag + `"`}
+		if !strings.HasPrefix(ct, "image/png") {
+			if a.gz = compress(data); a.gz != nil {
+				a.gzipETag = `"` + tag + `-gz"`
+			}
+		}
+		assets[name] = a
 		return nil
 	})
 	if err != nil {
@@ -100,11 +134,19 @@ func Handler() http.Handler {
 		}
 		h := w.Header()
 		h.Set("Content-Type", a.contentType)
-		h.Set("ETag", a.etag)
 		h.Set("X-Content-Type-Options", "nosniff")
 		if name == "index.html" {
 			h.Set("Cache-Control", "no-cache")
 		}
-		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(a.data))
+		body, etag := a.data, a.etag
+		if a.gz != nil {
+			h.Add("Vary", "Accept-Encoding")
+			if acceptsGzip(r) {
+				body, etag = a.gz, a.gzipETag
+				h.Set("Content-Encoding", "gzip")
+			}
+		}
+		h.Set("ETag", etag)
+		http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(body))
 	})
 }

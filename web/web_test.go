@@ -2,10 +2,12 @@ package web
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -92,6 +94,45 @@ func TestHandler(t *testing.T) {
 		h.ServeHTTP(rec, req)
 		if rec.Code != http.StatusNotModified {
 			t.Fatalf("status %d with matching If-None-Match, want 304", rec.Code)
+		}
+	})
+	t.Run("gzip when accepted", func(t *testing.T) {
+		for _, tc := range []struct {
+			accept string
+			gzip   bool
+		}{
+			{"", false},
+			{"gzip", true},
+			{"br, gzip;q=0.8, deflate", true},
+			{"GZIP", true},
+			{"gzip;q=0", false},
+			{"gzip; q=0.000", false},
+			{"identity", false},
+		} {
+			req := httptest.NewRequest("GET", "/app.js", nil)
+			req.Header.Set("Accept-Encoding", tc.accept)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Header().Get("Vary") != "Accept-Encoding" {
+				t.Errorf("%q: Vary %q", tc.accept, rec.Header().Get("Vary"))
+			}
+			if got := rec.Header().Get("Content-Encoding") == "gzip"; got != tc.gzip {
+				t.Fatalf("%q: gzip %v, want %v", tc.accept, got, tc.gzip)
+			}
+			body := rec.Body.Bytes()
+			if tc.gzip {
+				zr, err := gzip.NewReader(rec.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if body, err = io.ReadAll(zr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, _ := fs.ReadFile(Assets(), "app.js")
+			if !bytes.Equal(body, want) {
+				t.Fatalf("%q: body is not app.js", tc.accept)
+			}
 		}
 	})
 	t.Run("every stylesheet reference resolves", func(t *testing.T) {
@@ -316,5 +357,20 @@ func TestGeneratedTSMatchesProto(t *testing.T) {
 				t.Fatalf("%s is not generated from the current %s: run go tool task web\n got: %v\nwant: %v", tc.ts, tc.fd.Path(), got, want)
 			}
 		})
+	}
+}
+
+// BenchmarkHandler serves app.js gzipped (the page's largest request) from memory.
+func BenchmarkHandler(b *testing.B) {
+	h := Handler()
+	req := httptest.NewRequest("GET", "/app.js", nil)
+	req.Header.Set("Accept-Encoding", "gzip")
+	b.ReportAllocs()
+	for b.Loop() {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatal(rec.Code)
+		}
 	}
 }
