@@ -14,7 +14,6 @@ import (
 
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/bus/redistest"
-	"github.com/meshcast/meshcast/core/mesh"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )
 
@@ -28,6 +27,10 @@ import (
 // (redis-µs/op, from INFO cpu), which share the machine's cores.
 func benchApply(b *testing.B, bb bus.Bus, servers ...*redistest.Node) {
 	ms := gridMeshes(1000)
+	names := make([]string, len(ms)) // formatted once: the loop measures the bus
+	for i, m := range ms {
+		names[i] = m.String()
+	}
 	const perG = 200
 	var gs atomic.Int64
 	base := time.Now().UnixMilli()
@@ -48,8 +51,8 @@ func benchApply(b *testing.B, bb bus.Bus, servers ...*redistest.Node) {
 		var n, ev int
 		for pb.Next() {
 			i, k := n%perG, n/perG
-			m := ms[(g*perG+i+(k+i)/10)%len(ms)] // moves when (k+i)%10 == 0
-			v.Id, v.Mesh, v.ObservedAtMs = ids[i], meshString(m), base+int64(k)
+			m := (g*perG + i + (k+i)/10) % len(ms) // moves when (k+i)%10 == 0
+			v.Id, v.Mesh, v.ObservedAtMs = ids[i], names[m], base+int64(k)
 			res, err := bb.Apply(ctx, u)
 			if err != nil {
 				b.Error(err)
@@ -99,26 +102,6 @@ func selfCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-var meshStrings atomic.Pointer[map[mesh.Code]string]
-
-// meshString caches mesh code strings so the benchmark loop measures the bus, not formatting.
-func meshString(m mesh.Code) string {
-	if p := meshStrings.Load(); p != nil {
-		if s, ok := (*p)[m]; ok {
-			return s
-		}
-	}
-	next := map[mesh.Code]string{}
-	if p := meshStrings.Load(); p != nil {
-		for k, v := range *p {
-			next[k] = v
-		}
-	}
-	next[m] = m.String()
-	meshStrings.Store(&next)
-	return next[m]
 }
 
 // benchParallelism is the number of Apply goroutines per GOMAXPROCS (BUS_PARALLELISM, default 64):
