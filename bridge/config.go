@@ -126,9 +126,7 @@ func (c Config) withDefaults() (Config, []*url.URL, error) {
 	for _, b := range c.Brokers {
 		u, err := url.Parse(strings.TrimSpace(b))
 		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("bridge: broker URL %q: %w", b, err))
-		case u.Host == "":
+		case err != nil || u.Host == "":
 			errs = append(errs, fmt.Errorf("bridge: broker URL %q: want scheme://host:port, e.g. mqtt://127.0.0.1:1883", b))
 		default:
 			switch u.Scheme {
