@@ -76,6 +76,12 @@ type Config struct {
 
 	// Logger gets the process's log lines. Default slog.Default().
 	Logger *slog.Logger
+	// SharedBus, when set, is used instead of opening Bus, and Run does not close it: the demo
+	// shares its in-process bus between the bridge and the edge.
+	SharedBus bus.Bus
+	// Pages serves the HTTP paths the rider API does not own on the rider port (the demo's map
+	// page). Nil: a JSON 404.
+	Pages http.Handler
 	// Ready, when set, is called once both listeners accept connections, with their addresses
 	// (admin nil when off): for logs and tests that listen on port 0.
 	Ready func(listen, admin net.Addr)
@@ -218,6 +224,7 @@ func (c Config) transportOptions(logger *slog.Logger) transport.Options {
 		KeepaliveTimeout: c.KeepaliveTimeout,
 		KeepaliveMinTime: c.KeepaliveMinTime,
 		Logger:           logger,
+		Fallback:         c.Pages,
 	}
 }
 
@@ -235,13 +242,17 @@ func Run(ctx context.Context, c Config) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	b, err := bus.Open(octx, c.Bus, bus.Options{TTL: c.TTL, KeyPrefix: c.BusPrefix, Logger: logger, Registerer: reg})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("edge: bus %s: %w", c.Bus, err)
+	b := c.SharedBus
+	if b == nil {
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		opened, err := bus.Open(octx, c.Bus, bus.Options{TTL: c.TTL, KeyPrefix: c.BusPrefix, Logger: logger, Registerer: reg})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("edge: bus %s: %w", c.Bus, err)
+		}
+		defer opened.Close()
+		b = opened
 	}
-	defer b.Close()
 	h, err := hub.New(b, hub.Options{TTL: c.TTL, Shards: c.HubShards, Logger: logger, Registerer: reg})
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)

@@ -60,6 +60,9 @@ type Options struct {
 	KeepaliveMinTime time.Duration
 	// Logger gets connection-level failures. Default slog.Default().
 	Logger *slog.Logger
+	// Fallback serves the HTTP paths the rider API does not own (the demo's map page).
+	// Default: a JSON 404.
+	Fallback http.Handler
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -307,6 +310,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveWebSocket(w, r)
 	case r.URL.Path == PathSSE:
 		s.serveSSE(w, r)
+	case s.o.Fallback != nil:
+		s.o.Fallback.ServeHTTP(w, r)
 	default:
 		writeJSONError(w, http.StatusNotFound, "not_found", "no such path: "+truncate(r.URL.Path, 64))
 	}

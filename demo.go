@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcast/meshcast/bridge"
+	"github.com/meshcast/meshcast/bridge/broker"
+	"github.com/meshcast/meshcast/bridge/sim"
+	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/config"
+	"github.com/meshcast/meshcast/core/geofence"
+	"github.com/meshcast/meshcast/core/telemetry"
+	"github.com/meshcast/meshcast/edge"
+	"github.com/meshcast/meshcast/web"
+)
+
+func init() {
+	register("demo", "everything in one process: embedded MQTT broker, bridge, bus, edge, simulator and the live map", runDemo)
+}
+
+// runDemo runs the whole system in one process: simulated taxis publish over real MQTT to the
+// embedded broker, the bridge classifies and applies them to the bus, and the edge serves the
+// rider API and the map page. Flags swap in a real broker and Redis Cluster.
+func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := config.NewFlagSet("demo", `Run meshcast in one process on embedded defaults: an MQTT broker (reachable by
+real MQTT clients on -mqtt), the bridge, an in-memory bus, the edge (gRPC,
+gRPC-Web, WebSocket, SSE and the live map page on -listen) and a simulator of
+taxis in Tokyo. -broker and -bus swap in a real broker and Redis (Cluster).
+Stops cleanly on Ctrl-C.`)
+	listen := fs.String("listen", "127.0.0.1:8080", "rider port: gRPC, gRPC-Web, WebSocket, SSE and the map page")
+	mqttAddr := fs.String("mqtt", broker.DefaultAddr, "address of the embedded MQTT broker (loopback)")
+	brokerURL := fs.String("broker", "", "use this MQTT broker (mqtt://host:port) instead of the embedded one")
+	busAddr := fs.String("bus", "memory://", "bus: memory://, redis://host:port or redis+cluster://host:port,...")
+	zonesFile := fs.String("zones", "deploy/zones/tokyo.geojson", "GeoJSON zones file (service areas and no-dispatch zones)")
+	taxis := fs.Int("taxis", 1000, "simulated taxis (0: none; publish your own to taxi/<fleet>/<vehicle>/state)")
+	timeScale := fs.Float64("time-scale", 20, "divide the simulated status durations by this, for a lively map")
+	seed := fs.Uint64("seed", 1, "simulator random seed")
+	ttl := fs.Duration("ttl", telemetry.DefaultTTL, "how long a fix keeps a vehicle shown")
+	admin := fs.String("admin", "127.0.0.1:9102", "edge admin listener: /metrics, /healthz, /readyz, /debug/pprof/ (empty: off)")
+	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
+	if err := config.Parse(fs, args, nil); err != nil {
+		return err
+	}
+	logger, err := bridgeLogger(*logLevel, "text")
+	if err != nil {
+		return err
+	}
+	if *taxis < 0 {
+		return fmt.Errorf("-taxis %d must not be negative", *taxis)
+	}
+	zones, err := geofence.LoadFile(*zonesFile)
+	if err != nil {
+		return fmt.Errorf("zones %s: %w", *zonesFile, err)
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	var b bus.Bus
+	if *busAddr == "memory://" {
+		b = bus.NewMemory(bus.Options{TTL: *ttl, Logger: logger})
+	} else {
+		octx, ocancel := context.WithTimeout(ctx, 30*time.Second)
+		b, err = bus.Open(octx, *busAddr, bus.Options{TTL: *ttl, Logger: logger})
+		ocancel()
+		if err != nil {
+			return fmt.Errorf("bus %s: %w", *busAddr, err)
+		}
+	}
+	defer b.Close()
+
+	mqttURL := *brokerURL
+	if mqttURL == "" {
+		brk, err := broker.Start(broker.Options{Addr: *mqttAddr})
+		if err != nil {
+			return fmt.Errorf("embedded broker: %w", err)
+		}
+		defer brk.Close()
+		mqttURL = brk.URL()
+	}
+
+	br, err := bridge.New(bridge.Config{
+		Brokers: []string{mqttURL}, ClientID: "meshcast-demo-bridge", Bus: b,
+		Classifier: &telemetry.Classifier{Zones: zones, TTL: *ttl},
+		Logger:     logger, Registerer: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		return err
+	}
+
+	pages := http.NewServeMux()
+	zonesJSON := zones.GeoJSON()
+	pages.HandleFunc("GET /zones.geojson", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/geo+json")
+		w.Write(zonesJSON)
+	})
+	pages.Handle("/", web.Handler())
+
+	ec := edge.Defaults()
+	ec.Listen, ec.Admin, ec.TTL, ec.Logger = *listen, *admin, *ttl, logger
+	ec.SharedBus, ec.Pages = b, pages
+	edgeUp := make(chan net.Addr, 1)
+	ec.Ready = func(l, _ net.Addr) { edgeUp <- l }
+
+	var wg sync.WaitGroup
+	var errMu sync.Mutex
+	var errs []error
+	run := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errMu.Lock()
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				errMu.Unlock()
+				cancel(err)
+			}
+		}()
+	}
+	run("bridge", func() error { return br.Run(ctx) })
+	run("edge", func() error { return edge.Run(ctx, ec) })
+
+	var addr net.Addr
+	select {
+	case addr = <-edgeUp:
+	case <-ctx.Done():
+		wg.Wait()
+		return errors.Join(errs...)
+	}
+
+	var pub *sim.Publisher
+	if *taxis > 0 {
+		pub, err = sim.Dial(ctx, sim.PublisherConfig{Brokers: []string{mqttURL}, ClientID: "meshcast-demo-sim", Logger: logger})
+		if err != nil {
+			cancel(err)
+			wg.Wait()
+			return fmt.Errorf("simulator: %w", err)
+		}
+		s, err := sim.New(sim.Config{Zones: zones, Taxis: *taxis, Seed: *seed, TimeScale: *timeScale}, time.Now())
+		if err != nil {
+			cancel(err)
+			wg.Wait()
+			return err
+		}
+		ct := s.ContentType()
+		run("simulator", func() error {
+			sim.Drive(ctx, s, func(topic string, payload []byte) { pub.Publish(topic, ct, payload) })
+			return nil
+		})
+	}
+
+	host := addr.String()
+	if strings.HasPrefix(host, "127.0.0.1:") || strings.HasPrefix(host, "[::1]:") {
+		host = "localhost" + host[strings.LastIndex(host, ":"):]
+	}
+	fmt.Fprintf(stdout, `meshcast demo is running (Ctrl-C stops it)
+
+  map page     http://%s/
+  WebSocket    ws://%s/v1/ws?lat=35.681236&lon=139.767125&radius_m=1000
+  SSE          http://%s/v1/sse?lat=35.681236&lon=139.767125&radius_m=1000
+  gRPC         %s  (meshcast.v1.RiderService, reflection on; gRPC-Web on the same port)
+  MQTT broker  %s  (publish to taxi/<fleet>/<vehicle>/state)
+  bus          %s
+  admin        %s
+  simulator    %d taxis in the service area of %s
+`, host, host, host, addr, mqttURL, *busAddr, orOff(*admin), *taxis, *zonesFile)
+
+	<-ctx.Done()
+	logger.Info("demo stopping")
+	wg.Wait()
+	if pub != nil {
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		pub.Close(cctx)
+		ccancel()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "meshcast demo stopped")
+	return nil
+}
+
+func orOff(s string) string {
+	if s == "" {
+		return "off"
+	}
+	return "http://" + s + "/metrics"
+}
