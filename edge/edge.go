@@ -30,7 +30,7 @@ import (
 )
 
 // Config is the configuration of an edge process. Defaults returns the working defaults;
-// RegisterFlags binds every field but Logger and Ready to a flag.
+// RegisterFlags binds every field but Logger, Ready, SharedBus and Pages to a flag.
 type Config struct {
 	// Listen is the rider port: gRPC, gRPC-Web, WebSocket and SSE.
 	Listen string
