@@ -44,7 +44,9 @@ type Bus interface {
 	// transition: an upsert on the new mesh; on a move A→B a removal on A (reason LEFT_AREA,
 	// MeshEvent.moved_to = B) and an upsert on B; on becoming non-dispatchable a removal on the old
 	// mesh with the update's reason; nothing when it was and stays non-dispatchable. A fix not newer
-	// than the vehicle's last applied fix changes nothing (Result.Applied false).
+	// than the vehicle's last applied fix changes nothing (Result.Applied false). An error after
+	// the vehicle state was updated leaves the mesh writes incomplete (Result says what was done):
+	// applying the same fix again completes them (do not acknowledge the fix before that).
 	Apply(ctx context.Context, u Update) (Result, error)
 	// Snapshot returns the dispatchable vehicles of a mesh whose last fix is younger than the TTL,
 	// decoded afresh for the caller.
@@ -256,7 +258,7 @@ func plan(old, cur vstate, reason meshcastv1.RemovalReason) []op {
 	return ops
 }
 
-// errors returned by check.
+// Errors of Apply for invalid updates.
 var (
 	ErrNoVehicle = errors.New("bus: update without vehicle or vehicle id")
 	ErrNoMesh    = errors.New("bus: dispatchable update without mesh")

@@ -6,7 +6,9 @@
 // bus port +10000 free too), keeps no data on disk (--save "" --appendonly no) and lives in its own
 // directory (config, redis.log). Processes die with the test: the tb forms stop them in
 // tb.Cleanup, and every child is started with Pdeathsig SIGKILL so that a test binary that crashes
-// or times out does not leave servers behind. The *With forms return an error instead of failing a
+// or times out does not leave servers behind. (Pdeathsig follows the OS thread that started the
+// child; Go only retires a thread when a goroutine locked to it exits, which the harness never
+// does.) The *With forms return an error instead of failing a
 // test and must be stopped by the caller, which suits TestMain:
 //
 //	func TestMain(m *testing.M) {
