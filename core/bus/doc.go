@@ -76,8 +76,8 @@
 // slot anyway) and lets a mesh be unsubscribed (SUNSUBSCRIBE) without touching the others.
 // Receive re-subscribes by itself after a dropped connection or a failover; when Redis ends the
 // subscription because the slot migrated, the bus calls Receive again, which follows the MOVED
-// redirect. Every re-establishment increments meshcast_bus_resubscriptions_total{reason=
-// reconnect|slot_moved|error}, is logged (one line per batch), and is followed by OnResync.
+// redirect. Every re-establishment increments meshcast_bus_resubscriptions_total (reason
+// reconnect, slot_moved or error), is logged (one line per batch), and is followed by OnResync.
 //
 // # Addresses
 //
