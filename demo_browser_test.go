@@ -54,7 +54,7 @@ func TestBrowserDemo(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	demo := startDemo(t, ctx, "-taxis", "3000", "-seed", "42")
+	demo := startDemo(t, ctx, "-taxis", "2000", "-seed", "42")
 
 	mqtt := dialMQTT(t, ctx, demo.mqtt)
 

@@ -119,31 +119,51 @@ async function move(page, t) {
 }
 
 async function occupy(page, t) {
-  // The most recently reported taxi: the simulator's next fix for it is the furthest away.
-  const v = await page.evaluate(() => {
-    const m = window.meshcast;
-    const vs = m.vehicles().map((id) => m.vehicle(id));
-    vs.sort((a, b) => b.observedAtMs - a.observedAtMs);
-    return vs[0] && { id: vs[0].id, lat: vs[0].lat, lon: vs[0].lon };
-  });
-  if (!check(!!v, `${t}: a taxi to switch to occupied`)) return;
-  console.log(`occupy ${v.id} ${v.lat} ${v.lon}`);
-  const { value: line, done } = await stdin.next();
-  const m = /^published (\d+)$/.exec(line ?? "");
-  if (done || !m) throw new Error(`${t}: the driver did not publish the occupied fix: ${JSON.stringify(line)}`);
-  const sent = Number(m[1]);
-  const goneAt = await until(
-    page,
-    `${t}: occupied ${v.id} disappears`,
-    (id) =>
-      !window.meshcast.vehicles().includes(id) &&
-      !document.querySelector(`[data-vehicle-id="${CSS.escape(id)}"]`) &&
-      Date.now(),
-    v.id,
-    { polling: 10, timeout: GONE_WITHIN_MS + 5000 },
-  );
-  const ms = goneAt - sent;
-  check(ms <= GONE_WITHIN_MS, `${t}: occupied ${v.id} gone from the set and the map ${ms} ms after publishing (limit ${GONE_WITHIN_MS} ms)`);
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    // The most recently reported taxi: the simulator's next fix for it is the furthest away.
+    const v = await page.evaluate(() => {
+      const m = window.meshcast;
+      const vs = m.vehicles().map((id) => m.vehicle(id));
+      vs.sort((a, b) => b.observedAtMs - a.observedAtMs);
+      return vs[0] && { id: vs[0].id, lat: vs[0].lat, lon: vs[0].lon };
+    });
+    if (!check(!!v, `${t}: a taxi to switch to occupied`)) return;
+    // The page notes when the taxi is gone from the set and the map: a MutationObserver runs right
+    // after the event handler removed the marker (an interval backs it up), so the time measured
+    // is the system's, not this script's polling.
+    await page.evaluate((id) => {
+      window.e2eGoneAt = 0;
+      const gone = () => !window.meshcast.vehicles().includes(id) && !document.querySelector(`[data-vehicle-id="${CSS.escape(id)}"]`);
+      const look = () => {
+        if (window.e2eGoneAt || !gone()) return;
+        window.e2eGoneAt = Date.now();
+        obs.disconnect();
+        clearInterval(iv);
+      };
+      const obs = new MutationObserver(look);
+      obs.observe(document.body, { childList: true, subtree: true });
+      const iv = setInterval(look, 20);
+      look();
+    }, v.id);
+    console.log(`occupy ${v.id} ${v.lat} ${v.lon}`);
+    const { value: line, done } = await stdin.next();
+    const m = /^published (\d+)$/.exec(line ?? "");
+    if (done || !m) throw new Error(`${t}: the driver did not publish the occupied fix: ${JSON.stringify(line)}`);
+    const sent = Number(m[1]);
+    const goneAt = await until(page, `${t}: occupied ${v.id} disappears`, () => window.e2eGoneAt, undefined, {
+      timeout: GONE_WITHIN_MS + 5000,
+    });
+    if (goneAt < sent) {
+      // It left the set before the occupied fix was sent (the simulator's own status change, or
+      // it drove out of the area): not a measurement. Try another taxi.
+      console.log(`${t}: ${v.id} left on its own before the occupied fix was published; another one`);
+      continue;
+    }
+    const ms = goneAt - sent;
+    check(ms <= GONE_WITHIN_MS, `${t}: occupied ${v.id} gone from the set and the map ${ms} ms after publishing (limit ${GONE_WITHIN_MS} ms)`);
+    return;
+  }
+  check(false, `${t}: three taxis left on their own before they could be switched to occupied`);
 }
 
 async function moveRider(page, t) {
