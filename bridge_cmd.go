@@ -6,21 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meshcast/meshcast/bridge"
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/config"
 	"github.com/meshcast/meshcast/core/geofence"
+	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/core/telemetry"
 )
 
@@ -108,43 +105,20 @@ and the same group.`)
 	return br.Run(ctx)
 }
 
-// serveBridgeAdmin serves /metrics, /healthz, /readyz and /debug/pprof/ on addr and prints the address it listens
-// on (useful with port 0). stop shuts it down.
+// serveBridgeAdmin serves the admin endpoints (core/ops) on addr and prints the address it
+// listens on (useful with port 0). stop shuts it down.
 func serveBridgeAdmin(addr string, g prometheus.Gatherer, ready func() bool, logger *slog.Logger, stdout io.Writer) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("admin listener: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	a, err := ops.ServeAdmin(addr, g, func() error {
 		if !ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
+			return errors.New("broker not connected and subscribed, or shutting down")
 		}
-		io.WriteString(w, "ready\n")
-	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("admin listener", "err", err.Error())
-		}
-	}()
-	fmt.Fprintf(stdout, "admin listening on http://%s\n", ln.Addr())
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	}, nil
+		return nil
+	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stdout, "admin listening on http://%s\n", a.Addr())
+	return a.Close, nil
 }
 
 // bridgeLogger returns a slog logger writing to stderr.

@@ -34,3 +34,11 @@ func TestEdgeRejectsBadSettings(t *testing.T) {
 		}
 	}
 }
+
+func TestEdgeRefusesToStartWithoutAuth(t *testing.T) {
+	var out bytes.Buffer
+	err := dispatch(context.Background(), []string{"edge", "-bus", "memory://", "-listen", "127.0.0.1:0", "-admin", ""}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "-insecure-no-auth") {
+		t.Fatalf("edge without auth: %v, want a refusal naming -insecure-no-auth", err)
+	}
+}

@@ -1,8 +1,9 @@
 // Package edge runs one edge process: it opens the bus, starts the shared subscription hub and
-// serves the rider stream (package transport: gRPC, gRPC-Web, WebSocket, SSE on one port), plus
-// an admin listener (/metrics, /healthz, /readyz, /debug/pprof/). It owns the process's
+// serves the rider stream (package transport: gRPC, gRPC-Web, WebSocket, SSE on one port), with
+// auth (core/auth), limits, max connection age and the operations middleware (core/ops), plus an
+// admin listener (/metrics, /healthz, /readyz, /debug/pprof/). It owns the process's
 // configuration (Config: every setting with a flag, a MESHCAST_* variable through core/config,
-// a default that works and validation) and the order of start-up and graceful stop.
+// a default that works and validation) and the order of start-up, drain and graceful stop.
 package edge
 
 import (
@@ -10,23 +11,23 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshcast/meshcast/core/auth"
 	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/core/telemetry"
 	"github.com/meshcast/meshcast/edge/hub"
 	"github.com/meshcast/meshcast/edge/session"
 	"github.com/meshcast/meshcast/edge/transport"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Config is the configuration of an edge process. Defaults returns the working defaults;
@@ -70,9 +71,35 @@ type Config struct {
 	// connection after KeepaliveTime, close it when the answer takes longer than
 	// KeepaliveTimeout; clients may ping at most every KeepaliveMinTime.
 	KeepaliveTime, KeepaliveTimeout, KeepaliveMinTime time.Duration
-	// ShutdownTimeout bounds the graceful stop: streams end, then the servers stop; whatever is
-	// left afterwards is closed.
+	// ShutdownTimeout bounds the graceful stop after the drain: streams end, then the servers
+	// stop; whatever is left afterwards is closed.
 	ShutdownTimeout time.Duration
+
+	// AuthKeyFile (PEM public keys or an HMAC secret) or AuthJWKSFile (a JWKS) turn auth on: every
+	// rider needs a bearer JWT (core/auth), checked against AuthAudience and AuthIssuer when set,
+	// with AuthLeeway of clock skew. The file is reloaded when it changes.
+	AuthKeyFile, AuthJWKSFile, AuthAudience, AuthIssuer string
+	AuthLeeway                                          time.Duration
+	// InsecureNoAuth lets the edge command serve without auth (Run itself serves without auth
+	// whenever no key file is set: the demo).
+	InsecureNoAuth bool
+	// MaxConns and MaxConnsPerIP limit open rider streams per process and per client address
+	// (0: none); ConnRate limits new streams per second with bursts of ConnBurst (0: none).
+	MaxConns, MaxConnsPerIP int
+	ConnRate                float64
+	ConnBurst               int
+	// TrustedProxyHeader names the client address (e.g. X-Forwarded-For) when the peer is in
+	// TrustedProxies; otherwise the peer address is the client's.
+	TrustedProxyHeader string
+	TrustedProxies     []netip.Prefix
+	// MaxConnAge ends every stream after this age (+ up to 10% jitter) with its "going away", so
+	// that riders spread over new instances; MaxConnAgeGrace is how long grpc-go then waits
+	// before closing the connection. 0: no max age.
+	MaxConnAge, MaxConnAgeGrace time.Duration
+	// DrainWindow is how long a drain (SIGTERM) spreads the riders' reconnects over: readiness
+	// turns false, new streams are refused, and each open stream goes away at its own random
+	// moment in the window; then the graceful stop (ShutdownTimeout) begins.
+	DrainWindow time.Duration
 
 	// Logger gets the process's log lines. Default slog.Default().
 	Logger *slog.Logger
@@ -110,6 +137,10 @@ func Defaults() Config {
 		KeepaliveTimeout: 20 * time.Second,
 		KeepaliveMinTime: 10 * time.Second,
 		ShutdownTimeout:  15 * time.Second,
+		AuthLeeway:       30 * time.Second,
+		MaxConnAge:       15 * time.Minute,
+		MaxConnAgeGrace:  30 * time.Second,
+		DrainWindow:      10 * time.Second,
 	}
 }
 
@@ -134,7 +165,55 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", c.KeepaliveTime, "ping an idle gRPC connection after this long")
 	fs.DurationVar(&c.KeepaliveTimeout, "keepalive-timeout", c.KeepaliveTimeout, "close a gRPC connection whose ping is not answered within this")
 	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", c.KeepaliveMinTime, "shortest ping interval allowed to gRPC clients")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound of the graceful stop")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound of the graceful stop after the drain")
+	fs.StringVar(&c.AuthKeyFile, "auth-key-file", c.AuthKeyFile, "rider JWT keys: PEM public keys (RS256, ES256) or an HMAC secret (HS256); reloaded on change")
+	fs.StringVar(&c.AuthJWKSFile, "auth-jwks-file", c.AuthJWKSFile, "rider JWT keys as a JWKS file (instead of -auth-key-file); reloaded on change")
+	fs.StringVar(&c.AuthAudience, "auth-audience", c.AuthAudience, "required JWT aud (empty: not checked)")
+	fs.StringVar(&c.AuthIssuer, "auth-issuer", c.AuthIssuer, "required JWT iss (empty: not checked)")
+	fs.DurationVar(&c.AuthLeeway, "auth-leeway", c.AuthLeeway, "clock skew allowed on JWT exp and nbf")
+	fs.BoolVar(&c.InsecureNoAuth, "insecure-no-auth", c.InsecureNoAuth, "serve riders without auth (the edge refuses to start without -auth-key-file or -auth-jwks-file otherwise)")
+	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "most open rider streams in this process (0: no limit)")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", c.MaxConnsPerIP, "most open rider streams per client address (0: no limit)")
+	fs.Float64Var(&c.ConnRate, "conn-rate", c.ConnRate, "most new rider streams per second (0: no limit)")
+	fs.IntVar(&c.ConnBurst, "conn-burst", c.ConnBurst, "burst of new rider streams above -conn-rate (0: one second's worth)")
+	fs.StringVar(&c.TrustedProxyHeader, "trusted-proxy-header", c.TrustedProxyHeader, "header naming the client address behind a trusted proxy, e.g. X-Forwarded-For (empty: the peer address)")
+	fs.Var((*prefixList)(&c.TrustedProxies), "trusted-proxies", "CIDRs of the proxies whose -trusted-proxy-header is believed, comma-separated")
+	fs.DurationVar(&c.MaxConnAge, "max-conn-age", c.MaxConnAge, "end every rider stream after this age (+ up to 10% jitter) so riders rebalance (0: never)")
+	fs.DurationVar(&c.MaxConnAgeGrace, "max-conn-age-grace", c.MaxConnAgeGrace, "after -max-conn-age, how long a gRPC connection may finish before it is closed")
+	fs.DurationVar(&c.DrainWindow, "drain-window", c.DrainWindow, "on SIGTERM, spread the riders' reconnects over this window before stopping")
+}
+
+// prefixList is a flag.Value of comma-separated CIDRs.
+type prefixList []netip.Prefix
+
+func (l *prefixList) String() string {
+	if l == nil {
+		return ""
+	}
+	s := make([]string, len(*l))
+	for i, p := range *l {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (l *prefixList) Set(v string) error {
+	*l = nil
+	for p := range strings.SplitSeq(v, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		pr, err := netip.ParsePrefix(p)
+		if err != nil {
+			ip, err2 := netip.ParseAddr(p)
+			if err2 != nil {
+				return fmt.Errorf("%q is not a CIDR or an address", p)
+			}
+			pr = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		*l = append(*l, pr.Masked())
+	}
+	return nil
 }
 
 // commaList is a flag.Value of comma-separated items.
@@ -202,6 +281,35 @@ func (c Config) Validate() error {
 			bad(d.flag, "%v must be positive", d.v)
 		}
 	}
+	if c.AuthKeyFile != "" && c.AuthJWKSFile != "" {
+		bad("auth-jwks-file", "set -auth-key-file or -auth-jwks-file, not both")
+	}
+	if c.AuthLeeway < 0 || c.AuthLeeway > 10*time.Minute {
+		bad("auth-leeway", "%v out of range [0, 10m]", c.AuthLeeway)
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{{"max-conns", c.MaxConns}, {"max-conns-per-ip", c.MaxConnsPerIP}, {"conn-burst", c.ConnBurst}} {
+		if l.v < 0 {
+			bad(l.flag, "%d is negative", l.v)
+		}
+	}
+	if c.ConnRate < 0 {
+		bad("conn-rate", "%v is negative", c.ConnRate)
+	}
+	if c.TrustedProxyHeader != "" && len(c.TrustedProxies) == 0 {
+		bad("trusted-proxies", "empty while -trusted-proxy-header is set")
+	}
+	if c.MaxConnAge != 0 && c.MaxConnAge < time.Second {
+		bad("max-conn-age", "%v is below 1s (0: off)", c.MaxConnAge)
+	}
+	if c.MaxConnAgeGrace < 0 {
+		bad("max-conn-age-grace", "%v is negative", c.MaxConnAgeGrace)
+	}
+	if c.DrainWindow < 0 || c.DrainWindow > time.Hour {
+		bad("drain-window", "%v out of range [0, 1h]", c.DrainWindow)
+	}
 	if c.MaxMessageBytes < 256 || c.MaxMessageBytes > 1<<20 {
 		bad("max-message-bytes", "%d out of range [256, 1048576]", c.MaxMessageBytes)
 	}
@@ -225,12 +333,18 @@ func (c Config) transportOptions(logger *slog.Logger) transport.Options {
 		KeepaliveMinTime: c.KeepaliveMinTime,
 		Logger:           logger,
 		Fallback:         c.Pages,
+
+		MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP, ConnRate: c.ConnRate, ConnBurst: c.ConnBurst,
+		TrustedProxyHeader: c.TrustedProxyHeader, TrustedProxies: c.TrustedProxies,
+		MaxConnAge: c.MaxConnAge, MaxConnAgeGrace: c.MaxConnAgeGrace,
 	}
 }
 
-// Run serves riders until ctx ends, then stops gracefully within c.ShutdownTimeout: readiness
-// turns false, every stream ends with its transport's "going away", the servers stop, then the
-// hub and the bus close. It returns nil after a clean stop.
+// Run serves riders until ctx ends, then drains and stops: readiness turns false at once (/readyz
+// 503, gRPC health NOT_SERVING), new streams are refused, every stream is told to go away at its
+// own random moment within c.DrainWindow; then, within c.ShutdownTimeout, whatever is left ends
+// with its transport's "going away", the servers stop, and the hub and the bus close. It returns
+// nil after a clean stop.
 func Run(ctx context.Context, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
@@ -241,6 +355,31 @@ func Run(ctx context.Context, c Config) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opsMetrics := ops.NewMetrics(reg)
+
+	o := c.transportOptions(logger)
+	o.Registerer = reg
+	o.Session.Metrics = session.NewMetrics(reg)
+	o.HTTPMiddleware = ops.HTTP(logger, opsMetrics)
+	o.StreamInterceptor = ops.StreamInterceptor(logger, opsMetrics)
+	o.UnaryInterceptor = ops.UnaryInterceptor(logger, opsMetrics)
+	if c.AuthKeyFile != "" || c.AuthJWKSFile != "" {
+		v, err := auth.New(auth.Config{KeyFile: c.AuthKeyFile, JWKSFile: c.AuthJWKSFile,
+			Audience: c.AuthAudience, Issuer: c.AuthIssuer, Leeway: c.AuthLeeway, Logger: logger})
+		if err != nil {
+			return fmt.Errorf("edge: %w", err)
+		}
+		defer v.Close()
+		o.Authenticate = func(tok string) (transport.Grant, error) {
+			cl, err := v.Verify(tok)
+			if err != nil {
+				return transport.Grant{}, err
+			}
+			return transport.Grant{Subject: cl.Subject, MaxRadiusM: cl.MaxRadiusM}, nil
+		}
+	} else {
+		logger.Warn("edge: auth is off: any client may watch")
+	}
 
 	b := c.SharedBus
 	if b == nil {
@@ -258,7 +397,7 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("edge: %w", err)
 	}
 	defer h.Close()
-	srv, err := transport.New(h, c.transportOptions(logger))
+	srv, err := transport.New(h, o)
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}
@@ -267,21 +406,31 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return fmt.Errorf("edge: listen: %w", err)
 	}
-	var ready atomic.Bool
+	// state: 0 starting, 1 serving, 2 draining.
+	var state atomic.Int32
+	ready := func() error {
+		switch state.Load() {
+		case 0:
+			return errors.New("starting")
+		case 2:
+			return errors.New("draining")
+		}
+		return nil
+	}
 	var adminAddr net.Addr
 	if c.Admin != "" {
-		al, stop, err := serveAdmin(c.Admin, reg, ready.Load, logger)
+		a, err := ops.ServeAdmin(c.Admin, reg, ready, logger)
 		if err != nil {
 			l.Close()
-			return err
+			return fmt.Errorf("edge: %w", err)
 		}
-		defer stop()
-		adminAddr = al
+		defer a.Close()
+		adminAddr = a.Addr()
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	ready.Store(true)
-	logger.Info("edge serving", "listen", l.Addr().String(), "bus", c.Bus)
+	state.Store(1)
+	logger.Info("edge serving", "listen", l.Addr().String(), "bus", c.Bus, "auth", o.Authenticate != nil)
 	if c.Ready != nil {
 		c.Ready(l.Addr(), adminAddr)
 	}
@@ -289,11 +438,18 @@ func Run(ctx context.Context, c Config) error {
 	var serveErr error
 	select {
 	case <-ctx.Done():
+		state.Store(2)
+		srv.Drain(c.DrainWindow)
+		logger.Info("edge draining", "window", c.DrainWindow.String(), "riders", srv.Streams())
+		// Every stream goes away within the window; a little more for the last writes.
+		dctx, cancel := context.WithTimeout(context.Background(), c.DrainWindow+c.WriteTimeout)
+		srv.WaitIdle(dctx)
+		cancel()
 	case serveErr = <-served:
 		// The listener failed: stop what is still open and report it.
+		state.Store(2)
 	}
-	ready.Store(false)
-	logger.Info("edge stopping", "timeout", c.ShutdownTimeout.String())
+	logger.Info("edge stopping", "timeout", c.ShutdownTimeout.String(), "riders", srv.Streams())
 	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer cancel()
 	stopErr := srv.Shutdown(sctx)
@@ -308,41 +464,4 @@ func Run(ctx context.Context, c Config) error {
 	}
 	logger.Info("edge stopped")
 	return nil
-}
-
-// serveAdmin serves /metrics, /healthz, /readyz and /debug/pprof/ on addr until stop.
-func serveAdmin(addr string, g prometheus.Gatherer, ready func() bool, logger *slog.Logger) (net.Addr, func(), error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("edge: admin listener: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		io.WriteString(w, "ready\n")
-	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("admin listener", "err", err.Error())
-		}
-	}()
-	return ln.Addr(), func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	}, nil
 }

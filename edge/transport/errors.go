@@ -41,14 +41,26 @@ const (
 	kindTooSlow                  // the session was cut
 	kindStopping                 // the server is shutting down
 	kindGone                     // the client went away: nothing to report
+	kindAuth                     // missing or invalid token
+	kindLimit                    // over a limit, or draining
 	kindInternal                 // anything else
 )
 
 func classify(err error) kind {
-	var inv *session.InvalidError
+	var (
+		inv *session.InvalidError
+		ae  *authError
+		le  *limitError
+	)
 	switch {
 	case errors.As(err, &inv):
 		return kindInvalid
+	case errors.As(err, &ae):
+		return kindAuth
+	case errors.As(err, &le):
+		return kindLimit
+	case errors.Is(err, errMaxAge), errors.Is(err, errDrainEnd):
+		return kindStopping
 	case errors.Is(err, session.ErrTooSlow):
 		return kindTooSlow
 	case errors.Is(err, errStopping), errors.Is(err, session.ErrClosed):
@@ -61,7 +73,8 @@ func classify(err error) kind {
 }
 
 // grpcError maps an error that ends a gRPC stream to its status: INVALID_ARGUMENT,
-// RESOURCE_EXHAUSTED (too slow), UNAVAILABLE (shutting down, bus trouble), CANCELED.
+// UNAUTHENTICATED, RESOURCE_EXHAUSTED (too slow, per-address limit), UNAVAILABLE (going away,
+// draining, process limits, bus trouble), CANCELED.
 func grpcError(err error) error {
 	if err == nil {
 		return nil
@@ -75,7 +88,13 @@ func grpcError(err error) error {
 	case kindTooSlow:
 		return status.Error(codes.ResourceExhausted, msgTooSlow)
 	case kindStopping:
-		return status.Error(codes.Unavailable, msgStopping)
+		return status.Error(codes.Unavailable, stoppingMsg(err))
+	case kindAuth:
+		return status.Error(codes.Unauthenticated, err.Error())
+	case kindLimit:
+		var le *limitError
+		errors.As(err, &le)
+		return status.Error(le.code, le.msg)
 	case kindGone:
 		return status.FromContextError(err).Err()
 	default:
@@ -92,11 +111,24 @@ type httpError struct {
 }
 
 // writeHTTPError answers a request that was refused before any stream or upgrade:
-// 400 invalid_argument, 503 unavailable (with Retry-After), or the given status.
+// 400 invalid_argument, 401 unauthenticated, 503 unavailable or resource_exhausted (with
+// Retry-After).
 func writeHTTPError(w http.ResponseWriter, err error) {
 	switch classify(err) {
 	case kindInvalid:
 		writeJSONError(w, http.StatusBadRequest, "invalid_argument", err.Error())
+	case kindAuth:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meshcast"`)
+		writeJSONError(w, http.StatusUnauthorized, "unauthenticated", err.Error())
+	case kindLimit:
+		var le *limitError
+		errors.As(err, &le)
+		code := "unavailable"
+		if le.code == codes.ResourceExhausted {
+			code = "resource_exhausted"
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(1))
+		writeJSONError(w, http.StatusServiceUnavailable, code, le.msg)
 	default:
 		w.Header().Set("Retry-After", strconv.Itoa(1))
 		writeJSONError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
@@ -124,7 +156,9 @@ func wsClose(err error) (websocket.StatusCode, string) {
 	case kindTooSlow:
 		return closeTooSlow, msgTooSlow
 	case kindStopping:
-		return closeGoingAway, msgStopping
+		return closeGoingAway, closeReason(stoppingMsg(err))
+	case kindLimit:
+		return closeTryAgain, closeReason(err.Error())
 	default:
 		return closeInternal, closeReason(err.Error())
 	}
@@ -140,4 +174,12 @@ func closeReason(s string) string {
 		i--
 	}
 	return s[:i]
+}
+
+// stoppingMsg is the message of a "going away": why the stream was told to reconnect.
+func stoppingMsg(err error) string {
+	if errors.Is(err, errMaxAge) || errors.Is(err, errDrainEnd) {
+		return err.Error()
+	}
+	return msgStopping
 }

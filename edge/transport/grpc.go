@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 
+	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/edge/session"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -39,14 +43,45 @@ func (s *Server) watch(st grpc.ServerStream) error {
 	if err != nil {
 		return grpcError(err)
 	}
-	sess, release, err := s.newSession(req, 0)
+	rs, err := s.newSession(req, 0, grpcClient(st.Context()))
 	if err != nil {
 		return grpcError(err)
 	}
-	defer release()
-	// Streams wait on the server's stop context; the client going away closes the session.
-	defer context.AfterFunc(st.Context(), sess.Close)()
-	return grpcError(s.endCause(sendFrames(s.stop, sess, st)))
+	// The stream waits on its own context (max age, drain, stop); the client going away closes
+	// the session.
+	stopAfter := context.AfterFunc(st.Context(), rs.sess.Close)
+	err = rs.endCause(sendFrames(rs.ctx, rs.sess, st, s.m))
+	stopAfter()
+	rs.end(err)
+	return grpcError(err)
+}
+
+// grpcClient describes a gRPC or gRPC-Web stream's client for admission.
+func grpcClient(ctx context.Context) client {
+	md, _ := metadata.FromIncomingContext(ctx)
+	get := func(k string) string {
+		if v := md.Get(k); len(v) > 0 {
+			return strings.Join(v, ",")
+		}
+		return ""
+	}
+	c := client{transport: nameGRPC, header: get, token: bearer(get("authorization")), requestID: ops.RequestID(ctx)}
+	if get(transportHeader) == nameGRPCWeb {
+		c.transport = nameGRPCWeb
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		c.remote = p.Addr.String()
+	}
+	return c
+}
+
+// bearer returns the token of an "authorization: Bearer <token>" value, "" for anything else.
+func bearer(authorization string) string {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(authorization), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
 }
 
 // track serves RiderService.Track: the first request opens the session, every later one moves
@@ -56,12 +91,12 @@ func (s *Server) track(st grpc.ServerStream) error {
 	if err != nil {
 		return grpcError(err)
 	}
-	sess, release, err := s.newSession(req, 0)
+	rs, err := s.newSession(req, 0, grpcClient(st.Context()))
 	if err != nil {
 		return grpcError(err)
 	}
-	defer release()
-	defer context.AfterFunc(st.Context(), sess.Close)()
+	sess := rs.sess
+	stopAfter := context.AfterFunc(st.Context(), sess.Close)
 
 	// The reader moves the session; an invalid move ends the stream with its error. It exits
 	// when the stream ends (RecvMsg fails once the handler has returned).
@@ -87,13 +122,16 @@ func (s *Server) track(st grpc.ServerStream) error {
 			}
 		}
 	}()
-	err = sendFrames(s.stop, sess, st)
+	err = sendFrames(rs.ctx, sess, st, s.m)
 	mu.Lock()
 	if moveErr != nil {
 		err = moveErr
 	}
 	mu.Unlock()
-	return grpcError(s.endCause(err))
+	stopAfter()
+	err = rs.endCause(err)
+	rs.end(err)
+	return grpcError(err)
 }
 
 // recvFirst receives the request that opens a stream.
@@ -121,7 +159,7 @@ func recvRequest(st grpc.ServerStream) (*meshcastv1.WatchRequest, error) {
 
 // sendFrames sends every frame of the session as its pre-encoded protobuf bytes until Next or a
 // send fails.
-func sendFrames(ctx context.Context, sess *session.Session, st grpc.ServerStream) error {
+func sendFrames(ctx context.Context, sess *session.Session, st grpc.ServerStream, m *metrics) error {
 	var (
 		buf []session.Frame
 		msg rawMessage
@@ -138,6 +176,7 @@ func sendFrames(ctx context.Context, sess *session.Session, st grpc.ServerStream
 			}
 		}
 		msg.b = nil
+		m.observeWritten(frames)
 		buf = frameBuf(frames)
 	}
 }

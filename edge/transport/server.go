@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/meshcast/meshcast/edge/hub"
 	"github.com/meshcast/meshcast/edge/session"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -58,6 +60,34 @@ type Options struct {
 	// KeepaliveMinTime is the shortest ping interval a gRPC client may use (pings without
 	// streams are allowed); faster pingers are disconnected. Default 10s.
 	KeepaliveMinTime time.Duration
+	// Authenticate, when set, checks every rider's bearer token before its stream opens
+	// (Authorization header or metadata; access_token query parameter on WebSocket and SSE):
+	// refused with gRPC UNAUTHENTICATED or HTTP 401. Nil: no auth.
+	Authenticate Authenticator
+	// MaxConns and MaxConnsPerIP limit the open rider streams of the process and of one client
+	// address (0: no limit); over them: UNAVAILABLE / RESOURCE_EXHAUSTED, HTTP 503.
+	MaxConns, MaxConnsPerIP int
+	// ConnRate limits new rider streams per second, with bursts of ConnBurst (0: no limit);
+	// over it: UNAVAILABLE, HTTP 503.
+	ConnRate  float64
+	ConnBurst int
+	// TrustedProxyHeader (e.g. X-Forwarded-For) names the client address when the connection
+	// comes from one of TrustedProxies; otherwise the peer address counts.
+	TrustedProxyHeader string
+	TrustedProxies     []netip.Prefix
+	// MaxConnAge, when set, ends every stream after this age plus up to 10% jitter with its
+	// "going away" (WebSocket 1001, SSE end, gRPC UNAVAILABLE), and sets grpc-go's
+	// MaxConnectionAge (GOAWAY) with MaxConnAgeGrace for the streams still open: clients
+	// reconnect, so new instances get their share.
+	MaxConnAge, MaxConnAgeGrace time.Duration
+	// HTTPMiddleware wraps the HTTP handler (gRPC-Web, WebSocket, SSE, Fallback): the process's
+	// request id, access log, metrics and recovery (core/ops). Nil: none.
+	HTTPMiddleware func(http.Handler) http.Handler
+	// StreamInterceptor and UnaryInterceptor wrap every gRPC (and gRPC-Web) call. Nil: none.
+	StreamInterceptor grpc.StreamServerInterceptor
+	UnaryInterceptor  grpc.UnaryServerInterceptor
+	// Registerer gets the transport metrics. Nil: not registered.
+	Registerer prometheus.Registerer
 	// Logger gets connection-level failures. Default slog.Default().
 	Logger *slog.Logger
 	// Fallback serves the HTTP paths the rider API does not own (the demo's map page).
@@ -90,10 +120,22 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	// The session's radius defaults, filled here so that a token's radius limit can lower them.
+	if o.Session.MaxRadiusM == 0 {
+		o.Session.MaxRadiusM = 3000
+	}
+	if o.Session.DefaultRadiusM == 0 {
+		o.Session.DefaultRadiusM = min(1000, o.Session.MaxRadiusM)
+	}
+	if o.ConnRate > 0 && o.ConnBurst == 0 {
+		o.ConnBurst = max(1, int(o.ConnRate))
+	}
 	switch {
 	case o.WriteTimeout < 0, o.HandshakeTimeout < 0, o.SSERetry < 0, o.KeepaliveTime < 0,
 		o.KeepaliveTimeout < 0, o.KeepaliveMinTime < 0:
 		return o, errors.New("transport options: negative duration")
+	case o.MaxConns < 0, o.MaxConnsPerIP < 0, o.ConnRate < 0, o.ConnBurst < 0, o.MaxConnAge < 0, o.MaxConnAgeGrace < 0:
+		return o, errors.New("transport options: negative limit")
 	case o.MaxMessageBytes < 256:
 		return o, fmt.Errorf("transport options: max message bytes %d below 256", o.MaxMessageBytes)
 	}
@@ -116,15 +158,20 @@ type Server struct {
 	web    *grpcweb.WrappedGrpcServer
 	http   *http.Server
 
-	// stop is cancelled when Shutdown begins: every stream waits in Session.Next on it and ends
-	// (WebSocket 1001, SSE end of stream, gRPC UNAVAILABLE). Issue 6's drain spreading replaces
-	// this single signal with per-stream deadlines spread over a window.
+	// stop is cancelled when Shutdown begins: every stream waits in Session.Next on a context
+	// derived from it (ended earlier by its max age or its drain offset) and ends (WebSocket
+	// 1001, SSE end of stream, gRPC UNAVAILABLE).
 	stop       context.Context
 	cancelStop context.CancelFunc
+	rate       *bucket // nil: no rate limit
+	m          *metrics
 
 	mu       sync.Mutex
-	split    *splitter      // set by Serve
-	shutdown bool           // Shutdown was called
+	split    *splitter // set by Serve
+	shutdown bool      // Shutdown was called
+	draining bool      // Drain was called
+	live     map[*stream]struct{}
+	perIP    map[netip.Addr]int
 	hijacked map[any]func() // open WebSocket and SSE connections (not tracked by http.Server): their CloseNow
 	streams  sync.WaitGroup // open sessions, on every transport (Add under mu, never after shutdown)
 	served   chan struct{}  // closed when Serve returns
@@ -139,17 +186,38 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{o: o, hub: h, hijacked: map[any]func(){}, served: make(chan struct{})}
+	s := &Server{o: o, hub: h, hijacked: map[any]func(){}, served: make(chan struct{}),
+		live: map[*stream]struct{}{}, perIP: map[netip.Addr]int{}, m: newMetrics(o.Registerer)}
 	s.stop, s.cancelStop = context.WithCancel(context.Background())
+	if o.ConnRate > 0 {
+		s.rate = &bucket{rate: o.ConnRate, burst: float64(o.ConnBurst)}
+	}
+	ka := keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}
+	if o.MaxConnAge > 0 {
+		// grpc-go adds its own ±10% jitter; the grace lets the streams end with their own
+		// "going away" (at MaxConnAge + up to 10%) before the connection is closed.
+		ka.MaxConnectionAge = o.MaxConnAge
+		ka.MaxConnectionAgeGrace = o.MaxConnAgeGrace
+		if ka.MaxConnectionAgeGrace == 0 {
+			ka.MaxConnectionAgeGrace = o.MaxConnAge/5 + o.WriteTimeout
+		}
+	}
 
-	s.grpc = grpc.NewServer(
+	gopts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.MaxRecvMsgSize(o.MaxMessageBytes),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
+		grpc.KeepaliveParams(ka),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.SharedWriteBuffer(true),
 		grpc.ConnectionTimeout(o.HandshakeTimeout),
-	)
+	}
+	if o.StreamInterceptor != nil {
+		gopts = append(gopts, grpc.StreamInterceptor(o.StreamInterceptor))
+	}
+	if o.UnaryInterceptor != nil {
+		gopts = append(gopts, grpc.UnaryInterceptor(o.UnaryInterceptor))
+	}
+	s.grpc = grpc.NewServer(gopts...)
 	s.grpc.RegisterService(s.riderServiceDesc(), s)
 	s.health = health.NewServer()
 	s.health.SetServingStatus(meshcastv1.RiderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -162,8 +230,12 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		grpcweb.WithWebsocketOriginFunc(s.requestOriginAllowed),
 		grpcweb.WithWebsocketsMessageReadLimit(int64(o.MaxMessageBytes)),
 	)
+	var handler http.Handler = s
+	if o.HTTPMiddleware != nil {
+		handler = o.HTTPMiddleware(s)
+	}
 	s.http = &http.Server{
-		Handler:           s,
+		Handler:           handler,
 		ReadHeaderTimeout: o.HandshakeTimeout,
 		IdleTimeout:       2 * o.KeepaliveTime,
 		MaxHeaderBytes:    16 << 10,
@@ -295,6 +367,7 @@ func (s *Server) untrackConn(key any) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case s.web.IsGrpcWebSocketRequest(r):
+		r.Header.Set(transportHeader, nameGRPCWeb)
 		// Counted as a whole: grpc.Server writes the status after the handler returns, and
 		// GracefulStop closes ServeHTTP transports at once, so Shutdown must wait for this first.
 		if s.enter() {
@@ -302,6 +375,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.web.ServeHTTP(w, r)
 	case s.web.IsGrpcWebRequest(r), s.web.IsAcceptableGrpcCorsRequest(r):
+		r.Header.Set(transportHeader, nameGRPCWeb)
 		if s.enter() {
 			defer s.streams.Done()
 		}
@@ -365,19 +439,6 @@ func (s *Server) requestOriginAllowed(r *http.Request) bool {
 	return s.originAllowed(origin)
 }
 
-// endCause turns the error that ended a session's Next into the cause to report. Streams wait
-// in Next on the server's stop context and their session is closed when the client goes away,
-// so a cancelled context or a closed session means: the server is stopping, or the client left.
-func (s *Server) endCause(err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, session.ErrClosed) {
-		if s.stop.Err() != nil {
-			return errStopping
-		}
-		return context.Canceled
-	}
-	return err
-}
-
 // enter counts a stream for Shutdown (the caller calls s.streams.Done when it is over); false
 // once Shutdown has begun.
 func (s *Server) enter() bool {
@@ -388,24 +449,6 @@ func (s *Server) enter() bool {
 	}
 	s.streams.Add(1)
 	return true
-}
-
-// newSession opens a rider's session (firstSeq > 1 continues an SSE stream's numbering) and
-// counts the stream for Shutdown. The caller must call release when the stream is over.
-func (s *Server) newSession(req *meshcastv1.WatchRequest, firstSeq uint64) (sess *session.Session, release func(), err error) {
-	if !s.enter() {
-		return nil, nil, errStopping
-	}
-	o := s.o.Session
-	if firstSeq > 1 {
-		o.FirstSeq = firstSeq
-	}
-	sess, err = session.New(s.hub, req, o)
-	if err != nil {
-		s.streams.Done()
-		return nil, nil, err
-	}
-	return sess, func() { sess.Close(); s.streams.Done() }, nil
 }
 
 // frameBuf keeps a rider's frame slice between batches when it is small (a heartbeat, an

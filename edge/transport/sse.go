@@ -2,12 +2,14 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"math"
 	"net"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/edge/session"
 )
 
@@ -75,42 +77,43 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, err)
 		return
 	}
-	sess, release, err := s.newSession(req, first)
+	rs, err := s.newSession(req, first, httpClient(r, nameSSE))
 	if err != nil {
 		writeHTTPError(w, err)
 		return
 	}
+	sess := rs.sess
 	origin := r.Header.Get("Origin")
 	if r.ProtoMajor == 1 {
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			// Bytes the client sent after its request are ignored: it has nothing to say.
 			if !s.trackConn(conn, func() { conn.Close() }) {
 				conn.Close()
-				release()
+				rs.end(errStopping)
 				return
 			}
 			go func() {
-				defer release()
 				defer s.untrackConn(conn)
-				s.runSSE(conn, sess, origin)
+				rs.end(s.runSSE(conn, rs, origin))
 			}()
 			return
 		}
 	}
-	defer release()
 	h := w.Header()
 	sseHeaders(func(k, v string) { h.Set(k, v) }, origin)
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve another request
-	defer context.AfterFunc(r.Context(), sess.Close)()
-	s.pumpSSE(sess, nil, func(b []byte) error {
+	stopAfter := context.AfterFunc(r.Context(), sess.Close)
+	err = s.pumpSSE(rs, nil, func(b []byte) error {
 		rc.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 		if _, err := w.Write(b); err != nil {
 			return err
 		}
 		return rc.Flush()
 	})
+	stopAfter()
+	rs.end(err)
 }
 
 // sseHeaders sets the response headers of an event stream.
@@ -124,8 +127,9 @@ func sseHeaders(set func(k, v string), origin string) {
 	}
 }
 
-// runSSE serves an event stream on a hijacked HTTP/1.x connection.
-func (s *Server) runSSE(conn net.Conn, sess *session.Session, origin string) {
+// runSSE serves an event stream on a hijacked HTTP/1.x connection and returns what ended it.
+func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) error {
+	sess := rs.sess
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
@@ -140,18 +144,21 @@ func (s *Server) runSSE(conn net.Conn, sess *session.Session, origin string) {
 	head := []byte("HTTP/1.1 200 OK\r\n")
 	sseHeaders(func(k, v string) { head = append(append(append(append(head, k...), ": "...), v...), "\r\n"...) }, origin)
 	head = append(head, "Connection: close\r\n\r\n"...)
-	s.pumpSSE(sess, head, func(b []byte) error {
+	err := s.pumpSSE(rs, head, func(b []byte) error {
 		conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 		_, err := conn.Write(b)
 		return err
 	})
 	conn.Close()
 	<-readDone
+	return err
 }
 
 // pumpSSE writes the retry hint (after head), then the session's frames, until Next or a write
-// fails; then, for a cut rider or a stopping server, a comment naming the reason.
-func (s *Server) pumpSSE(sess *session.Session, head []byte, write func([]byte) error) {
+// fails; then, for a cut rider or a stream told to go away, a comment naming the reason. It
+// returns what ended the stream.
+func (s *Server) pumpSSE(rs *stream, head []byte, write func([]byte) error) error {
+	sess := rs.sess
 	b := getBuf()
 	*b = append(*b, head...)
 	*b = append(*b, "retry: "...)
@@ -160,11 +167,11 @@ func (s *Server) pumpSSE(sess *session.Session, head []byte, write func([]byte) 
 	err := write(*b)
 	putBuf(b)
 	if err != nil {
-		return
+		return errors.Join(errWriteFailed, err)
 	}
 	var frames []session.Frame
 	for {
-		frames, err = sess.Next(s.stop, frames)
+		frames, err = sess.Next(rs.ctx, frames)
 		if err != nil {
 			break
 		}
@@ -175,14 +182,27 @@ func (s *Server) pumpSSE(sess *session.Session, head []byte, write func([]byte) 
 		err = write(*b)
 		putBuf(b)
 		if err != nil {
-			return // the client is gone or too slow to take the write
+			return errors.Join(errWriteFailed, err) // the client is gone or too slow to take the write
 		}
+		s.m.observeWritten(frames)
 		frames = frameBuf(frames)
 	}
-	switch classify(s.endCause(err)) {
+	err = rs.endCause(err)
+	switch classify(err) {
 	case kindTooSlow:
 		write([]byte(": " + msgTooSlow + "\n\n"))
 	case kindStopping:
-		write([]byte(": " + msgStopping + "\n\n"))
+		write([]byte(": " + stoppingMsg(err) + "\n\n"))
 	}
+	return err
+}
+
+// httpClient describes a WebSocket or SSE request's client for admission: the token from the
+// Authorization header or the access_token query parameter.
+func httpClient(r *http.Request, transport string) client {
+	tok := bearer(r.Header.Get("Authorization"))
+	if tok == "" {
+		tok = r.URL.Query().Get("access_token")
+	}
+	return client{transport: transport, remote: r.RemoteAddr, header: r.Header.Get, token: tok, requestID: ops.RequestID(r.Context())}
 }

@@ -115,7 +115,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusUpgradeRequired, "invalid_argument", "a WebSocket upgrade is required")
 		return
 	}
-	sess, release, err := s.newSession(req, 0)
+	rs, err := s.newSession(req, 0, httpClient(r, nameWS))
 	if err != nil {
 		writeHTTPError(w, err)
 		return
@@ -127,21 +127,20 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	hj := &smallBuffers{ResponseWriter: w}
 	c, err := websocket.Accept(hj, r, opts)
 	if err != nil {
-		release()
+		rs.end(err)
 		return // Accept wrote the answer
 	}
 	if !s.trackConn(c, func() { c.CloseNow() }) {
 		c.Close(closeGoingAway, msgStopping)
-		release()
+		rs.end(errStopping)
 		return
 	}
 	c.SetReadLimit(int64(s.o.MaxMessageBytes))
 	// The handler returns at once: net/http's goroutine (its stack grown by the handshake), the
 	// request and the response go, and the stream lives on in two small goroutines.
 	go func() {
-		defer release()
 		defer s.untrackConn(c)
-		s.runWebSocket(c, hj.conn, sess, format)
+		rs.end(s.runWebSocket(c, hj.conn, rs, format))
 	}()
 }
 
@@ -193,11 +192,12 @@ func headerHasToken(h http.Header, name, token string) bool {
 }
 
 // runWebSocket pumps the session's frames to c while a reader applies the client's moves, then
-// closes c with the code for what ended the stream.
-func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, sess *session.Session, format wireFormat) {
+// closes c with the code for what ended the stream, which it returns.
+func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, format wireFormat) error {
+	sess := rs.sess
 	// The reader owns reads (never cancelled: that would drop the connection before a close
 	// frame could be sent). When it fails it publishes why, then closes the session, which ends
-	// the writer's Next; the writer waits in Next on the server's stop context.
+	// the writer's Next; the writer waits in Next on the stream's context.
 	var readErr error
 	readDone := make(chan struct{})
 	go func() {
@@ -215,13 +215,14 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, sess *session.Se
 		err    error
 	)
 	for {
-		frames, err = sess.Next(s.stop, frames)
+		frames, err = sess.Next(rs.ctx, frames)
 		if err != nil {
 			break
 		}
 		if err = s.writeBatch(c, conn, typ, format, frames); err != nil {
 			break
 		}
+		s.m.observeWritten(frames)
 		frames = frameBuf(frames)
 	}
 
@@ -239,10 +240,12 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, sess *session.Se
 	case isReadLimit(err):
 		c.CloseNow() // the library already sent 1009
 	default:
-		code, reason := wsClose(s.endCause(err))
+		err = rs.endCause(err)
+		code, reason := wsClose(err)
 		c.Close(code, reason)
 	}
 	<-readDone
+	return err
 }
 
 var (

@@ -1,0 +1,134 @@
+package transport
+
+import (
+	"errors"
+	"time"
+
+	"github.com/meshcast/meshcast/edge/session"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// metrics are the transport's collectors:
+//
+//	meshcast_edge_connections{transport}       rider streams open now (grpc, grpc_web, ws, sse)
+//	meshcast_edge_rejected_total{reason}       streams refused: unauthenticated, draining, rate,
+//	                                           max_connections, max_per_ip
+//	meshcast_edge_streams_ended_total{reason}  streams ended: client, too_slow, invalid,
+//	                                           max_age, drain, shutdown, write_failed, error
+//	meshcast_edge_delivery_latency_seconds     fix time (Vehicle.observed_at_ms) to write, per
+//	                                           upsert written
+type metrics struct {
+	connections *prometheus.GaugeVec
+	rejected    *prometheus.CounterVec
+	ended       *prometheus.CounterVec
+	latency     prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshcast_edge_connections",
+			Help: "Rider streams open now, by transport.",
+		}, []string{"transport"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshcast_edge_rejected_total",
+			Help: "Rider streams refused before they opened, by reason.",
+		}, []string{"reason"}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshcast_edge_streams_ended_total",
+			Help: "Rider streams ended, by reason (too_slow: cut riders).",
+		}, []string{"reason"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshcast_edge_delivery_latency_seconds",
+			Help:    "From a fix's timestamp (observed_at_ms) to the write of its upsert to a rider.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+	}
+	for _, t := range []string{nameGRPC, nameGRPCWeb, nameWS, nameSSE} {
+		m.connections.WithLabelValues(t)
+	}
+	for _, r := range []string{"unauthenticated", "draining", "rate", "max_connections", "max_per_ip"} {
+		m.rejected.WithLabelValues(r)
+	}
+	if reg != nil {
+		m.connections = register(reg, m.connections)
+		m.rejected = register(reg, m.rejected)
+		m.ended = register(reg, m.ended)
+		m.latency = register(reg, m.latency)
+	}
+	return m
+}
+
+// register registers c, or returns the collector already registered under its name.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic("transport: register metrics: " + err.Error())
+	}
+	return c
+}
+
+// observeWritten records the delivery latency of every upsert in a batch just written.
+func (m *metrics) observeWritten(frames []session.Frame) {
+	var now time.Time
+	for i := range frames {
+		if frames[i].Kind != session.KindUpsert {
+			continue
+		}
+		ms, ok := observedAtMs(frames[i].Proto)
+		if !ok {
+			continue
+		}
+		if now.IsZero() {
+			now = time.Now()
+		}
+		m.latency.Observe(max(0, now.Sub(time.UnixMilli(ms)).Seconds()))
+	}
+}
+
+// observedAtMs reads RiderEvent.upsert (11).observed_at_ms (9) from an encoded RiderEvent.
+func observedAtMs(b []byte) (int64, bool) {
+	v, ok := field(b, 11, protowire.BytesType)
+	if !ok {
+		return 0, false
+	}
+	vb, n := protowire.ConsumeBytes(v)
+	if n < 0 {
+		return 0, false
+	}
+	x, ok := field(vb, 9, protowire.VarintType)
+	if !ok {
+		return 0, false
+	}
+	u, n := protowire.ConsumeVarint(x)
+	if n < 0 || u == 0 {
+		return 0, false
+	}
+	return int64(u), true
+}
+
+// field returns the bytes after the tag of the first field num of type typ in b.
+func field(b []byte, num protowire.Number, typ protowire.Type) ([]byte, bool) {
+	for len(b) > 0 {
+		n, t, l := protowire.ConsumeTag(b)
+		if l < 0 {
+			return nil, false
+		}
+		b = b[l:]
+		if n == num && t == typ {
+			return b, true
+		}
+		l = protowire.ConsumeFieldValue(n, t, b)
+		if l < 0 {
+			return nil, false
+		}
+		b = b[l:]
+	}
+	return nil, false
+}
