@@ -66,6 +66,16 @@ func TestValidate(t *testing.T) {
 		{"write-timeout", func(c *Config) { c.WriteTimeout = 0 }},
 		{"shutdown-timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }},
 		{"max-message-bytes", func(c *Config) { c.MaxMessageBytes = 10 }},
+		{"auth-jwks-file", func(c *Config) { c.AuthKeyFile, c.AuthJWKSFile = "k.pem", "jwks.json" }},
+		{"auth-leeway", func(c *Config) { c.AuthLeeway = -time.Second }},
+		{"max-conns", func(c *Config) { c.MaxConns = -1 }},
+		{"max-conns-per-ip", func(c *Config) { c.MaxConnsPerIP = -1 }},
+		{"conn-rate", func(c *Config) { c.ConnRate = -1 }},
+		{"conn-burst", func(c *Config) { c.ConnBurst = -1 }},
+		{"trusted-proxies", func(c *Config) { c.TrustedProxyHeader = "X-Forwarded-For" }},
+		{"max-conn-age", func(c *Config) { c.MaxConnAge = time.Millisecond }},
+		{"max-conn-age-grace", func(c *Config) { c.MaxConnAgeGrace = -time.Second }},
+		{"drain-window", func(c *Config) { c.DrainWindow = -time.Second }},
 	}
 	for _, tt := range tests {
 		c := Defaults()
@@ -87,6 +97,7 @@ func TestRunServesAndStops(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	c := Defaults()
 	c.Listen, c.Admin, c.Bus = "127.0.0.1:0", "127.0.0.1:0", "memory://"
+	c.DrainWindow = 200 * time.Millisecond
 	type addrs struct{ listen, admin net.Addr }
 	readyc := make(chan addrs, 1)
 	c.Ready = func(l, a net.Addr) { readyc <- addrs{l, a} }
@@ -169,5 +180,20 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	c.Bus, c.Admin, c.Listen = "memory://", "", "256.0.0.1:1"
 	if err := Run(context.Background(), c); err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Fatalf("Run = %v", err)
+	}
+}
+
+func TestTrustedProxiesFlag(t *testing.T) {
+	c := Defaults()
+	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"-trusted-proxies", "10.0.0.0/8, 192.0.2.7,fd00::/8"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := (*prefixList)(&c.TrustedProxies).String(); got != "10.0.0.0/8,192.0.2.7/32,fd00::/8" {
+		t.Errorf("parsed %s", got)
+	}
+	if err := fs.Parse([]string{"-trusted-proxies", "nope"}); err == nil {
+		t.Error("accepted a bad CIDR")
 	}
 }
