@@ -54,13 +54,16 @@ func TestBrowserDemo(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	demo := startDemo(t, ctx, "-taxis", "2000", "-seed", "42")
+	demo := startDemo(t, ctx, "-taxis", "1000", "-seed", "42")
 
 	mqtt := dialMQTT(t, ctx, demo.mqtt)
 
 	cmd := exec.CommandContext(ctx, "node", "e2e/demo.spec.mjs", "--url", demo.page, "--out", shot, "--chromium", chromiumPath)
 	cmd.Dir = "web"
 	cmd.Env = append(os.Environ(), "NO_COLOR=1", "FORCE_COLOR=0")
+	// On timeout, SIGTERM first: playwright then closes the browser it started.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdin, err := cmd.StdinPipe()

@@ -39,7 +39,7 @@ if (!base || !out) {
 }
 const url = base.endsWith("/") ? base : base + "/";
 
-const RADIUS_M = 2000; // the page's default is 1000: a wider area shows more taxis
+const RADIUS_M = 3000; // the page's default is 1000, its maximum 3000: a wider area shows more taxis
 const SHINJUKU = { lat: 35.69, lon: 139.7 };
 const GONE_WITHIN_MS = 2000; // the product requirement for an occupied taxi
 const WAIT_MS = 15000; // deadline of every other wait (a loaded 2-core machine)
