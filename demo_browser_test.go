@@ -58,7 +58,8 @@ func TestBrowserDemo(t *testing.T) {
 
 	mqtt := dialMQTT(t, ctx, demo.mqtt)
 
-	cmd := exec.CommandContext(ctx, "node", "e2e/demo.spec.mjs", "--url", demo.page, "--out", shot, "--chromium", chromiumPath)
+	cmd := exec.CommandContext(ctx, "node", "e2e/demo.spec.mjs", "--url", demo.page, "--out", shot,
+		"--chromium", chromiumPath, "--profile", t.TempDir())
 	cmd.Dir = "web"
 	cmd.Env = append(os.Environ(), "NO_COLOR=1", "FORCE_COLOR=0")
 	// On timeout, SIGTERM first: playwright then closes the browser it started.

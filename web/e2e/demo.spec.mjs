@@ -3,6 +3,7 @@
 // repository root), which starts the demo, runs this script and publishes over real MQTT for it:
 //
 //   node e2e/demo.spec.mjs --url http://localhost:PORT/ --out shot.png [--chromium /usr/bin/chromium]
+//        [--profile EMPTY_DIR]
 //
 // On each browser transport (ws, sse, grpc-web, chosen with ?transport=) it checks that:
 //   1. the page connects and taxis appear: window.meshcast.vehicles() is not empty and there is one
@@ -34,7 +35,7 @@ const arg = (k, d) => {
 const base = arg("--url", "");
 const out = arg("--out", "");
 if (!base || !out) {
-  console.error("usage: node e2e/demo.spec.mjs --url URL --out PNG [--chromium PATH]");
+  console.error("usage: node e2e/demo.spec.mjs --url URL --out PNG [--chromium PATH] [--profile DIR]");
   process.exit(2);
 }
 const url = base.endsWith("/") ? base : base + "/";
@@ -196,7 +197,10 @@ async function moveRider(page, t) {
   check(res.fresh > 0, `${t}: around Shinjuku: ${res.n} taxis within ${RADIUS_M} m (${res.fresh} new, ${res.kept} of the ${old.length} around Tokyo Station kept, all within the radius), one marker each`);
 }
 
-const profile = mkdtempSync(join(tmpdir(), "meshcast-e2e-chromium-"));
+// A new, empty profile: --profile (the driver's temporary directory, removed by it even when this
+// script is killed) or one of our own.
+const ownProfile = !arg("--profile", "");
+const profile = arg("--profile", "") || mkdtempSync(join(tmpdir(), "meshcast-e2e-chromium-"));
 const context = await chromium.launchPersistentContext(profile, {
   executablePath: arg("--chromium", "/usr/bin/chromium"),
   viewport: { width: 1400, height: 900 },
@@ -247,7 +251,7 @@ try {
   check(false, e.message);
 } finally {
   await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  if (ownProfile) rmSync(profile, { recursive: true, force: true });
 }
 check(errors.length === 0, `no page errors${errors.length ? ":\n  " + errors.join("\n  ") : ""}`);
 process.exit(failed ? 1 : 0);
