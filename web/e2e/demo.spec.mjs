@@ -15,7 +15,9 @@
 //      and the driver answers on stdin, once the broker acknowledged it (QoS 1),
 //        published <Unix ms taken just before publishing>
 //      then the id must be gone from vehicles() and from the DOM no later than 2000 ms after that
-//      time (the same clock: the browser runs on the driver's machine);
+//      time, as timed by the page itself (a MutationObserver; the same clock: the browser runs on
+//      the driver's machine). A taxi that left before the fix was sent is not a measurement:
+//      another one is tried;
 //   4. moving the rider (moveTo) to Shinjuku replaces the set: no vehicle farther than the radius
 //      from the new centre remains, and vehicles around the new centre are shown.
 // Then it writes a screenshot of the page around Tokyo Station to --out. Every wait is a
@@ -172,7 +174,8 @@ async function moveRider(page, t) {
   check(await page.evaluate(([lat, lon]) => window.meshcast.moveTo(lat, lon), [SHINJUKU.lat, SHINJUKU.lon]), `${t}: moveTo accepted`);
   // The new snapshot replaces the set: every vehicle shown (and drawn) is within the radius of
   // the new centre, by the server's distance and by our own. The old set, around Tokyo Station
-  // 6 km away, cannot satisfy this, so it has been replaced.
+  // 6.15 km away (more than twice the radius), cannot satisfy this: it has been replaced, and an
+  // old taxi may only remain if it is now within the radius of Shinjuku.
   const res = await until(
     page,
     `${t}: moving the rider replaces the set`,
