@@ -16,11 +16,13 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshcast/meshcast/core/auth"
 	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/core/telemetry"
 	"github.com/meshcast/meshcast/edge/hub"
@@ -397,6 +399,12 @@ func Run(ctx context.Context, c Config) error {
 		return fmt.Errorf("edge: %w", err)
 	}
 	defer h.Close()
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcast_hub_watchers", Help: "(rider, mesh) subscriptions held by the hub."},
+			func() float64 { return float64(h.Stats().Watchers) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshcast_hub_vehicles", Help: "Vehicles the hub holds (all subscribed meshes)."},
+			func() float64 { return float64(h.Stats().Vehicles) }),
+	)
 	srv, err := transport.New(h, o)
 	if err != nil {
 		return fmt.Errorf("edge: %w", err)
@@ -408,6 +416,7 @@ func Run(ctx context.Context, c Config) error {
 	}
 	// state: 0 starting, 1 serving, 2 draining.
 	var state atomic.Int32
+	probe := newBusProbe(b)
 	ready := func() error {
 		switch state.Load() {
 		case 0:
@@ -415,7 +424,7 @@ func Run(ctx context.Context, c Config) error {
 		case 2:
 			return errors.New("draining")
 		}
-		return nil
+		return probe.check()
 	}
 	var adminAddr net.Addr
 	if c.Admin != "" {
@@ -464,4 +473,36 @@ func Run(ctx context.Context, c Config) error {
 	}
 	logger.Info("edge stopped")
 	return nil
+}
+
+// busProbe checks that the bus answers (a snapshot read of one mesh) for /readyz, at most once
+// a second: the bus keeps no connection state of its own that the edge could read.
+type busProbe struct {
+	b    bus.Bus
+	mesh mesh.Code
+
+	mu   sync.Mutex
+	at   time.Time
+	last error
+}
+
+func newBusProbe(b bus.Bus) *busProbe {
+	m, _ := mesh.Third(35.681236, 139.767125) // any mesh: the read costs the same
+	return &busProbe{b: b, mesh: m}
+}
+
+func (p *busProbe) check() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if time.Since(p.at) < time.Second {
+		return p.last
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	_, err := p.b.Snapshot(ctx, p.mesh)
+	p.at, p.last = time.Now(), nil
+	if err != nil {
+		p.last = fmt.Errorf("bus: %w", err)
+	}
+	return p.last
 }

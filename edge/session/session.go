@@ -270,6 +270,13 @@ func (s *Session) move(a area) error {
 	return err
 }
 
+// Pending returns how many vehicles have an update waiting for Next (the rider's queue depth).
+func (s *Session) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.npend
+}
+
 // Close ends the session: it leaves the hub, and Next returns ErrClosed. It may be called more than
 // once and concurrently with Next and Move.
 func (s *Session) Close() {

@@ -288,7 +288,9 @@ func (s *Server) admit(req *meshcastv1.WatchRequest, firstSeq uint64, c client) 
 		s.streams.Done()
 		return nil, err
 	}
-	st.sess = sess
+	s.mu.Lock()
+	st.sess = sess // read by the queue collector under mu
+	s.mu.Unlock()
 	st.ctx, st.cancel = context.WithCancelCause(s.stop)
 	if s.o.MaxConnAge > 0 {
 		st.age = time.AfterFunc(jitter(s.o.MaxConnAge), func() { st.cancel(errMaxAge) })

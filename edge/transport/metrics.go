@@ -18,6 +18,8 @@ import (
 //	                                           max_age, drain, shutdown, write_failed, error
 //	meshcast_edge_delivery_latency_seconds     fix time (Vehicle.observed_at_ms) to write, per
 //	                                           upsert written
+//	meshcast_edge_queued_updates               vehicles with an update waiting, all riders (at scrape)
+//	meshcast_edge_queued_updates_max           the same for the rider with the longest queue
 type metrics struct {
 	connections *prometheus.GaugeVec
 	rejected    *prometheus.CounterVec
@@ -131,4 +133,38 @@ func field(b []byte, num protowire.Number, typ protowire.Type) ([]byte, bool) {
 		b = b[l:]
 	}
 	return nil, false
+}
+
+// queueCollector reports the riders' queue depths when scraped (one pass over the open streams).
+type queueCollector struct {
+	s          *Server
+	total, max *prometheus.Desc
+}
+
+func (q *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- q.total; ch <- q.max }
+
+func (q *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	q.s.mu.Lock()
+	sessions := make([]*session.Session, 0, len(q.s.live))
+	for st := range q.s.live {
+		if st.sess != nil {
+			sessions = append(sessions, st.sess)
+		}
+	}
+	q.s.mu.Unlock()
+	total, most := 0, 0
+	for _, sess := range sessions {
+		n := sess.Pending()
+		total += n
+		most = max(most, n)
+	}
+	ch <- prometheus.MustNewConstMetric(q.total, prometheus.GaugeValue, float64(total))
+	ch <- prometheus.MustNewConstMetric(q.max, prometheus.GaugeValue, float64(most))
+}
+
+func newQueueCollector(s *Server) *queueCollector {
+	return &queueCollector{s: s,
+		total: prometheus.NewDesc("meshcast_edge_queued_updates", "Vehicles with an update waiting to be written, over all riders.", nil, nil),
+		max:   prometheus.NewDesc("meshcast_edge_queued_updates_max", "Vehicles with an update waiting for the rider with the longest queue.", nil, nil),
+	}
 }

@@ -192,6 +192,11 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 	if o.ConnRate > 0 {
 		s.rate = &bucket{rate: o.ConnRate, burst: float64(o.ConnBurst)}
 	}
+	if o.Registerer != nil {
+		if err := o.Registerer.Register(newQueueCollector(s)); err != nil {
+			return nil, fmt.Errorf("transport: register metrics: %w", err)
+		}
+	}
 	ka := keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}
 	if o.MaxConnAge > 0 {
 		// grpc-go adds its own ±10% jitter; the grace lets the streams end with their own
