@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/meshcast/meshcast/web/webtest"
 )
 
 // chromiumPath is Debian's chromium, installed by .ci/deps.
@@ -40,7 +42,7 @@ func TestBrowserDemo(t *testing.T) {
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatalf("the browser test needs node (>= 20) and npm: %v", err)
 	}
-	if err := ensureWebNodeModules(t); err != nil {
+	if err := webtest.EnsureNodeModules(t.Context(), "web"); err != nil {
 		t.Fatal(err)
 	}
 	shotDir := os.Getenv("MESHCAST_SCREENSHOT_DIR")
@@ -227,37 +229,6 @@ func (p *mqttPublisher) publish(ctx context.Context, topic string, payload []byt
 	}
 	if res != nil && res.ReasonCode >= 0x80 {
 		return fmt.Errorf("PUBACK reason code %#x", res.ReasonCode)
-	}
-	return nil
-}
-
-// ensureWebNodeModules runs `npm ci` in web/ when node_modules is missing or older than
-// package-lock.json (as web's own tests do), so the script finds playwright-core. It holds an
-// advisory lock on package-lock.json meanwhile, so that two test processes do not install at once.
-func ensureWebNodeModules(t *testing.T) error {
-	t.Helper()
-	f, err := os.Open(filepath.Join("web", "package-lock.json"))
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("lock web/package-lock.json: %w", err)
-	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	lock, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	hidden, err := os.Stat(filepath.Join("web", "node_modules", ".package-lock.json"))
-	if err == nil && !hidden.ModTime().Before(lock.ModTime()) {
-		return nil
-	}
-	cmd := exec.CommandContext(t.Context(), "npm", "ci", "--no-audit", "--no-fund")
-	cmd.Dir = "web"
-	cmd.Env = append(os.Environ(), "NO_COLOR=1", "FORCE_COLOR=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("npm ci in web/ (the browser test needs playwright-core): %w\n%s", err, out)
 	}
 	return nil
 }

@@ -6,14 +6,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -24,6 +22,8 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/meshcast/meshcast/web/webtest"
 )
 
 var update = flag.Bool("update", false, "rewrite test/testdata/mesh.json from core/mesh")
@@ -234,7 +234,7 @@ func TestMeshFixture(t *testing.T) {
 // checks that the committed dist is what build.mjs builds from the sources. It installs the npm
 // packages (npm ci) when node_modules is missing or older than package-lock.json.
 func TestNode(t *testing.T) {
-	if err := ensureNodeModules(t); err != nil {
+	if err := webtest.EnsureNodeModules(t.Context(), "."); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("node tests", func(t *testing.T) {
@@ -264,23 +264,6 @@ func TestNode(t *testing.T) {
 			}
 		}
 	})
-}
-
-func ensureNodeModules(t *testing.T) error {
-	t.Helper()
-	lock, err := os.Stat("package-lock.json")
-	if err != nil {
-		return err
-	}
-	hidden, err := os.Stat(filepath.Join("node_modules", ".package-lock.json"))
-	if err == nil && !hidden.ModTime().Before(lock.ModTime()) {
-		return nil
-	}
-	out, err := run(t, "npm", "ci", "--no-audit", "--no-fund")
-	if err != nil {
-		return fmt.Errorf("npm ci: %w\n%s", err, out)
-	}
-	return nil
 }
 
 func run(t *testing.T, name string, args ...string) ([]byte, error) {
