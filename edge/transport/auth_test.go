@@ -127,6 +127,48 @@ var openers = map[string]func(t *testing.T, ts *testServer, req *meshcastv1.Watc
 		}
 		return outcome{snapshot: ev.GetSnapshot() != nil}
 	},
+	"grpc-web-websocket": func(t *testing.T, ts *testServer, req *meshcastv1.WatchRequest, tok string) outcome {
+		// improbable's grpc-websockets transport (Track): the metadata travels in the first message.
+		u := "ws" + strings.TrimPrefix(ts.base, "http") + meshcastv1.RiderService_Track_FullMethodName
+		c, resp, err := wsDial(t, u, "grpc-websockets")
+		if err != nil {
+			t.Fatalf("dial grpc-websockets: %v (%v)", err, resp)
+		}
+		defer c.CloseNow()
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		hdr := "content-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n"
+		if tok != "" {
+			hdr += "authorization: Bearer " + tok + "\r\n"
+		}
+		msg, _ := proto.Marshal(req)
+		if err := c.Write(ctx, websocket.MessageBinary, []byte(hdr)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Write(ctx, websocket.MessageBinary, append([]byte{0}, grpcWebFrame(msg)...)); err != nil {
+			t.Fatal(err)
+		}
+		fr := webFrameReader{&wsStream{c: c}}
+		for {
+			flag, payload, err := fr.next()
+			if err != nil {
+				t.Fatalf("grpc-websockets: %v", err)
+			}
+			if flag&0x80 != 0 {
+				if h := http.Header(mustMIME(payload)); h.Get("Grpc-Status") == "" {
+					continue // the response headers
+				}
+				var ws *webStatus
+				errors.As(parseWebTrailers(payload), &ws)
+				return outcome{code: ws.code, msg: ws.msg}
+			}
+			ev := new(meshcastv1.RiderEvent)
+			if err := proto.Unmarshal(payload, ev); err != nil {
+				t.Fatal(err)
+			}
+			return outcome{snapshot: ev.GetSnapshot() != nil}
+		}
+	},
 	"ws": func(t *testing.T, ts *testServer, req *meshcastv1.WatchRequest, tok string) outcome {
 		extra := url.Values{}
 		if tok != "" {
@@ -215,7 +257,7 @@ func TestAuthMatrix(t *testing.T) {
 					if !got.snapshot {
 						t.Fatalf("valid token: %+v, want a Snapshot", got)
 					}
-				case name == "grpc" || name == "grpc-web":
+				case strings.HasPrefix(name, "grpc"):
 					if got.code != codes.Unauthenticated || !strings.Contains(got.msg, tc.msg) {
 						t.Fatalf("got %+v, want UNAUTHENTICATED containing %q", got, tc.msg)
 					}

@@ -18,8 +18,8 @@
 //     that passes raw bytes through (encode once, never per rider) and uses the standard proto
 //     codec for everything else. A request that does not decode, or is invalid, ends the stream
 //     with INVALID_ARGUMENT before any event; a request over MaxMessageBytes gets grpc-go's
-//     RESOURCE_EXHAUSTED. A cut rider gets RESOURCE_EXHAUSTED "too slow...", a stopping server
-//     UNAVAILABLE. gRPC health (grpc.health.v1, SERVING until Shutdown) and server reflection are
+//     RESOURCE_EXHAUSTED. A cut rider gets RESOURCE_EXHAUSTED "too slow...", a stream told to
+//     go away UNAVAILABLE. gRPC health (grpc.health.v1, SERVING until Shutdown) and server reflection are
 //     registered.
 //   - gRPC-Web (improbable-eng/grpc-web): the same service at the same paths, binary and text,
 //     CORS for Options.AllowedOrigins, and its grpc-websockets transport for Track. Every write
@@ -35,8 +35,8 @@
 //     session batch is one message. A client text frame holding a protojson WatchRequest moves
 //     the area (a new Snapshot follows); a binary frame, text that is not a WatchRequest or an
 //     invalid one closes with 1008 and the reason; a frame over MaxMessageBytes closes with 1009
-//     (coder/websocket's read limit). Close codes: 1001 server stopping, 4008 too slow, 1011
-//     server failure. Compression is off. Each write has WriteTimeout: a write that times out
+//     (coder/websocket's read limit). Close codes: 1001 going away (max age, drain, stop),
+//     4008 too slow, 1011 server failure. Compression is off. Each write has WriteTimeout: a write that times out
 //     drops the connection (the slow-consumer cut when the queue alone does not catch it).
 //   - SSE, GET /v1/sse with the same query: text/event-stream, a retry: hint first, then per frame
 //     "id: <seq>", "event: <kind>", "data: <protojson RiderEvent>"; heartbeats are events too
@@ -45,6 +45,31 @@
 //     a fresh Snapshot. Batches are written with a write deadline. The stream ends after a
 //     comment naming the reason when the rider is cut or the server stops. On HTTP/1.x the
 //     connection is hijacked and the response (Connection: close) written straight to the socket.
+//
+// # Admission (API.md §3 "Query errors and auth")
+//
+// Every stream is admitted in newSession, after its request was parsed and before any upgrade
+// or event, in this order: refused while draining or stopping (UNAVAILABLE, HTTP 503
+// unavailable); over Options.ConnRate (token bucket: UNAVAILABLE, 503); without a valid bearer
+// token when Options.Authenticate is set (the authorization header or metadata, or the
+// access_token query parameter on WebSocket and SSE: UNAUTHENTICATED, HTTP 401
+// {"error":{"code":"unauthenticated",...}} with WWW-Authenticate); over Options.MaxConns
+// (UNAVAILABLE, 503) or Options.MaxConnsPerIP (RESOURCE_EXHAUSTED, 503 resource_exhausted).
+// Every HTTP 503 carries Retry-After; every refusal counts in meshcast_edge_rejected_total. The
+// client address is the peer's, or, when the peer is in Options.TrustedProxies, the right-most
+// address of Options.TrustedProxyHeader that is not a trusted proxy. A token's Grant.MaxRadiusM
+// lowers the radius limit of that rider's session (moves included).
+//
+// # Going away: max age, drain, stop
+//
+// Each stream waits in Session.Next on a context of its own, derived from the server's stop
+// context, with a cause: Options.MaxConnAge (+ up to 10% jitter) ends it with "max connection
+// age reached", Drain with "server draining" at a random moment in the drain window (so the
+// riders' reconnects are spread evenly, not a storm), Shutdown with "server shutting down".
+// Each transport says it its own way: WebSocket close 1001 with the reason, SSE a comment with
+// the reason then the end of the stream (EventSource reconnects after the retry: hint), gRPC and
+// gRPC-Web UNAVAILABLE with the reason. grpc-go's MaxConnectionAge (GOAWAY) and
+// MaxConnectionAgeGrace are set too, so a native gRPC connection itself is replaced.
 //
 // # Memory per rider
 //
@@ -56,9 +81,17 @@
 //
 // # Stop
 //
-// Shutdown stops accepting, turns health NOT_SERVING, ends every stream (WebSocket 1001, SSE end
-// of stream, gRPC and gRPC-Web UNAVAILABLE), waits for them, then stops the gRPC server (GOAWAY)
-// and the HTTP server, all bounded by its context, after which it closes what is left. Issue 6's
-// drain spreading, auth, connection limits and max connection age hook in at Server.stop (one
-// signal now), newSession (admission) and ServeHTTP (middleware).
+// Drain turns health NOT_SERVING and refuses new streams while the open ones go away over the
+// window; WaitIdle waits for them. Shutdown stops accepting, turns health NOT_SERVING, ends
+// every stream left (WebSocket 1001, SSE end of stream, gRPC and gRPC-Web UNAVAILABLE), waits
+// for them, then stops the gRPC server (GOAWAY) and the HTTP server, all bounded by its context,
+// after which it closes what is left.
+//
+// # Operations
+//
+// Options.HTTPMiddleware and the gRPC interceptors carry the process's request id, access log,
+// request metrics and panic recovery (core/ops). The server's own metrics (see metrics.go):
+// meshcast_edge_connections{transport}, meshcast_edge_rejected_total{reason},
+// meshcast_edge_streams_ended_total{reason}, meshcast_edge_delivery_latency_seconds (from the
+// fix's observed_at_ms to the write of its upsert), meshcast_edge_queued_updates and _max.
 package transport
