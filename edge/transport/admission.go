@@ -115,15 +115,17 @@ type stream struct {
 	once      sync.Once
 }
 
-// end releases the stream: the session closes, the counts drop, the metric of why it ended
-// (err: what ended the session's Next or the write) is counted.
+// end releases the stream: the counts drop, the metric of why it ended (err: what ended the
+// session's Next or the write) is counted, then the session closes. The session closes last:
+// leaving the hub may wait on the bus (an unsubscribe while Redis is unreachable), which must
+// not hold up Shutdown (it closes the hub and the bus, which ends that wait).
 func (st *stream) end(err error) {
 	st.once.Do(func() {
 		if st.age != nil {
 			st.age.Stop()
 		}
 		st.cancel(context.Canceled)
-		st.sess.Close()
+		defer st.sess.Close()
 		s := st.s
 		s.mu.Lock()
 		delete(s.live, st)
