@@ -17,6 +17,7 @@ import (
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/config"
 	"github.com/meshcast/meshcast/core/geofence"
+	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/core/telemetry"
 )
@@ -96,7 +97,13 @@ and the same group.`)
 		return err
 	}
 	if *admin != "" {
-		stop, err := serveBridgeAdmin(*admin, reg, br.Ready, logger, stdout)
+		// Ready: connected and subscribed to the broker, not stopping, and the bus answers.
+		probeMesh, _ := mesh.Third(35.681236, 139.767125)
+		busReady := ops.Cached(time.Second, 500*time.Millisecond, func(ctx context.Context) error {
+			_, err := b.Snapshot(ctx, probeMesh)
+			return err
+		})
+		stop, err := serveBridgeAdmin(*admin, reg, br.Ready, busReady, logger, stdout)
 		if err != nil {
 			return err
 		}
@@ -107,10 +114,13 @@ and the same group.`)
 
 // serveBridgeAdmin serves the admin endpoints (core/ops) on addr and prints the address it
 // listens on (useful with port 0). stop shuts it down.
-func serveBridgeAdmin(addr string, g prometheus.Gatherer, ready func() bool, logger *slog.Logger, stdout io.Writer) (stop func(), err error) {
+func serveBridgeAdmin(addr string, g prometheus.Gatherer, ready func() bool, busReady func() error, logger *slog.Logger, stdout io.Writer) (stop func(), err error) {
 	a, err := ops.ServeAdmin(addr, g, func() error {
 		if !ready() {
 			return errors.New("broker not connected and subscribed, or shutting down")
+		}
+		if err := busReady(); err != nil {
+			return fmt.Errorf("bus: %w", err)
 		}
 		return nil
 	}, logger)

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -416,7 +415,15 @@ func Run(ctx context.Context, c Config) error {
 	}
 	// state: 0 starting, 1 serving, 2 draining.
 	var state atomic.Int32
-	probe := newBusProbe(b)
+	// The bus keeps no connection state the edge could read: a snapshot read of one mesh, at
+	// most once a second, tells whether it answers.
+	probeMesh, _ := mesh.Third(35.681236, 139.767125)
+	busReady := ops.Cached(time.Second, 500*time.Millisecond, func(ctx context.Context) error {
+		if _, err := b.Snapshot(ctx, probeMesh); err != nil {
+			return fmt.Errorf("bus: %w", err)
+		}
+		return nil
+	})
 	ready := func() error {
 		switch state.Load() {
 		case 0:
@@ -424,7 +431,7 @@ func Run(ctx context.Context, c Config) error {
 		case 2:
 			return errors.New("draining")
 		}
-		return probe.check()
+		return busReady()
 	}
 	var adminAddr net.Addr
 	if c.Admin != "" {
@@ -473,36 +480,4 @@ func Run(ctx context.Context, c Config) error {
 	}
 	logger.Info("edge stopped")
 	return nil
-}
-
-// busProbe checks that the bus answers (a snapshot read of one mesh) for /readyz, at most once
-// a second: the bus keeps no connection state of its own that the edge could read.
-type busProbe struct {
-	b    bus.Bus
-	mesh mesh.Code
-
-	mu   sync.Mutex
-	at   time.Time
-	last error
-}
-
-func newBusProbe(b bus.Bus) *busProbe {
-	m, _ := mesh.Third(35.681236, 139.767125) // any mesh: the read costs the same
-	return &busProbe{b: b, mesh: m}
-}
-
-func (p *busProbe) check() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if time.Since(p.at) < time.Second {
-		return p.last
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel()
-	_, err := p.b.Snapshot(ctx, p.mesh)
-	p.at, p.last = time.Now(), nil
-	if err != nil {
-		p.last = fmt.Errorf("bus: %w", err)
-	}
-	return p.last
 }

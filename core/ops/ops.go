@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,4 +89,26 @@ func (a *Admin) Close() {
 		a.srv.Close()
 	}
 	<-a.done
+}
+
+// Cached returns a readiness check that runs check (bounded by timeout) at most once per every
+// and otherwise answers its last result: /readyz may be polled often, the check (a Redis round
+// trip) should not be.
+func Cached(every, timeout time.Duration, check func(context.Context) error) func() error {
+	var (
+		mu   sync.Mutex
+		at   time.Time
+		last error
+	)
+	return func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !at.IsZero() && time.Since(at) < every {
+			return last
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		last, at = check(ctx), time.Now()
+		return last
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -147,4 +148,28 @@ func value(m prometheus.Metric) float64 {
 		panic(err)
 	}
 	return d.GetCounter().GetValue()
+}
+
+func TestCached(t *testing.T) {
+	calls := 0
+	fail := errors.New("down")
+	var answer error
+	check := Cached(time.Hour, time.Second, func(ctx context.Context) error {
+		calls++
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("no timeout on the check")
+		}
+		return answer
+	})
+	if err := check(); err != nil || calls != 1 {
+		t.Fatalf("first: %v after %d calls", err, calls)
+	}
+	answer = fail
+	if err := check(); err != nil || calls != 1 {
+		t.Fatalf("within the interval: %v after %d calls, want the cached nil", err, calls)
+	}
+	check = Cached(0, time.Second, func(context.Context) error { calls++; return answer })
+	if err := check(); !errors.Is(err, fail) {
+		t.Fatalf("uncached: %v", err)
+	}
 }
