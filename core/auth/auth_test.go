@@ -265,19 +265,37 @@ func writeFileF(f *testing.F, b []byte) string {
 	return p
 }
 
-func BenchmarkVerifyHS256(b *testing.B) {
-	p := filepath.Join(b.TempDir(), "secret")
-	os.WriteFile(p, secret, 0o600)
-	v, err := New(Config{KeyFile: p, Now: func() time.Time { return now }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer v.Close()
-	tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims(nil)).SignedString(secret)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Verify(tok); err != nil {
-			b.Fatal(err)
-		}
+func BenchmarkVerify(b *testing.B) {
+	dir := b.TempDir()
+	der, _ := x509.MarshalPKIXPublicKey(&rsaKey.PublicKey)
+	rsaPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	der, _ = x509.MarshalPKIXPublicKey(&ecKey.PublicKey)
+	ecPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	for _, tc := range []struct {
+		name string
+		file []byte
+		m    jwt.SigningMethod
+		key  any
+	}{
+		{"HS256", secret, jwt.SigningMethodHS256, secret},
+		{"RS256", rsaPEM, jwt.SigningMethodRS256, rsaKey},
+		{"ES256", ecPEM, jwt.SigningMethodES256, ecKey},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			p := filepath.Join(dir, tc.name)
+			os.WriteFile(p, tc.file, 0o600)
+			v, err := New(Config{KeyFile: p, Now: func() time.Time { return now }})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer v.Close()
+			tok, _ := jwt.NewWithClaims(tc.m, claims(nil)).SignedString(tc.key)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := v.Verify(tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
