@@ -679,6 +679,7 @@ func (g *childGroup) counters() Counters {
 		s.Cuts += c.Cuts
 		s.Drops += c.Drops
 		s.SeqErrors += c.SeqErrors
+		s.StalledCuts += c.StalledCuts
 	}
 	return s
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -54,15 +55,16 @@ type Counters struct {
 	Cuts          int64 `json:"cuts"`  // streams ended as too slow
 	Drops         int64 `json:"drops"` // streams ended otherwise before the run ended
 	SeqErrors     int64 `json:"seq_errors"`
+	StalledCuts   int64 `json:"stalled_cuts,omitempty"` // cuts of riders that stopped reading on purpose
 }
 
 type counters struct {
-	connected, opened, connectFailed, events, upserts, snapshots, cuts, drops, seqErrors atomic.Int64
+	connected, opened, connectFailed, events, upserts, snapshots, cuts, drops, seqErrors, stalledCuts atomic.Int64
 }
 
 func (c *counters) load() Counters {
 	return Counters{c.connected.Load(), c.opened.Load(), c.connectFailed.Load(), c.events.Load(),
-		c.upserts.Load(), c.snapshots.Load(), c.cuts.Load(), c.drops.Load(), c.seqErrors.Load()}
+		c.upserts.Load(), c.snapshots.Load(), c.cuts.Load(), c.drops.Load(), c.seqErrors.Load(), c.stalledCuts.Load()}
 }
 
 // riderSet opens and holds riders, counting what they receive.
@@ -72,22 +74,27 @@ type riderSet struct {
 	localAddr net.IP // source address, nil for the default
 	grpcConns int
 	stallOf   func(i int) bool // riders that stop reading after their snapshot (reliability tests)
+	wake      chan struct{}    // closed: stalled riders read again
+	wakeOnce  sync.Once
 
 	c         counters
 	hist      Histogram
 	measuring atomic.Bool
+	byTr      [5]atomic.Int64 // connected riders per transport (index in Transports)
+	busy      atomic.Int64    // riders that received at least two events on their current stream
 
-	hc   *http.Client
-	ccs  [][]*grpc.ClientConn // per edge
-	mu   sync.Mutex
-	stop []func()
-	wg   sync.WaitGroup
-	ctx  context.Context
-	done atomic.Bool
+	hc      *http.Client
+	hcStall *http.Client         // small receive buffers, for riders that stop reading
+	ccs     [][]*grpc.ClientConn // per edge
+	mu      sync.Mutex
+	stop    []func()
+	wg      sync.WaitGroup
+	ctx     context.Context
+	done    atomic.Bool
 }
 
 func newRiderSet(ctx context.Context, edges []string, radius uint32, localAddr net.IP, grpcConns int) (*riderSet, error) {
-	rs := &riderSet{edges: edges, radius: radius, localAddr: localAddr, grpcConns: max(grpcConns, 1), ctx: ctx}
+	rs := &riderSet{edges: edges, radius: radius, localAddr: localAddr, grpcConns: max(grpcConns, 1), ctx: ctx, wake: make(chan struct{})}
 	d := &net.Dialer{Timeout: 30 * time.Second}
 	if localAddr != nil {
 		d.LocalAddr = &net.TCPAddr{IP: localAddr}
@@ -99,10 +106,19 @@ func newRiderSet(ctx context.Context, edges []string, radius uint32, localAddr n
 		DisableKeepAlives:   true,
 		ForceAttemptHTTP2:   false,
 	}}
+	ds := *d
+	ds.Control = func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}
+	rs.hcStall = &http.Client{Transport: &http.Transport{DialContext: ds.DialContext, DisableCompression: true, DisableKeepAlives: true}}
 	for _, e := range edges {
 		var list []*grpc.ClientConn
 		for range rs.grpcConns {
 			cc, err := grpc.NewClient(e, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				// A fixed stream window (no BDP growth): a stream that stops reading fills it.
+				grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(16<<20),
 				grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 					return d.DialContext(ctx, "tcp", addr)
 				}))
@@ -150,8 +166,11 @@ func (rs *riderSet) measure() {
 type riderState struct {
 	rs      *riderSet
 	stall   bool
+	woken   bool
+	tr      int // index in Transports
 	seq     uint64
 	started bool
+	events  int
 	opened  chan struct{}
 }
 
@@ -160,6 +179,7 @@ func (r *riderState) first() {
 		r.started = true
 		r.rs.c.opened.Add(1)
 		r.rs.c.connected.Add(1)
+		r.rs.byTr[r.tr].Add(1)
 		close(r.opened)
 	}
 }
@@ -169,6 +189,9 @@ func (r *riderState) event(seq uint64, kind byte, observedMs int64, now time.Tim
 	r.first()
 	rs := r.rs
 	rs.c.events.Add(1)
+	if r.events++; r.events == 2 {
+		rs.busy.Add(1)
+	}
 	if seq != 0 {
 		if seq <= r.seq {
 			rs.c.seqErrors.Add(1)
@@ -190,11 +213,21 @@ func (r *riderState) event(seq uint64, kind byte, observedMs int64, now time.Tim
 func (r *riderState) end(cut bool) {
 	if r.started {
 		r.rs.c.connected.Add(-1)
+		r.rs.byTr[r.tr].Add(-1)
+	}
+	if r.events >= 2 {
+		r.rs.busy.Add(-1)
 	}
 	if r.rs.done.Load() {
 		return
 	}
-	if cut {
+	if r.stall {
+		if cut {
+			r.rs.c.stalledCuts.Add(1)
+		} else {
+			r.rs.c.drops.Add(1)
+		}
+	} else if cut {
 		r.rs.c.cuts.Add(1)
 	} else if r.started {
 		r.rs.c.drops.Add(1)
@@ -206,6 +239,11 @@ func (r *riderState) end(cut bool) {
 func (rs *riderSet) open(ctx context.Context, i int, tr Transport, lat, lon float64) error {
 	edge := rs.edges[i%len(rs.edges)]
 	st := &riderState{rs: rs, opened: make(chan struct{}), stall: rs.stallOf != nil && rs.stallOf(i)}
+	for k, t := range Transports {
+		if t == tr {
+			st.tr = k
+		}
+	}
 	sctx, cancel := context.WithCancel(rs.ctx)
 	rs.mu.Lock()
 	rs.stop = append(rs.stop, cancel)
@@ -252,14 +290,41 @@ func (rs *riderSet) open(ctx context.Context, i int, tr Transport, lat, lon floa
 	}
 }
 
-// stalled blocks a rider that stops reading, until its stream is cancelled.
+func (rs *riderSet) client(st *riderState) *http.Client {
+	if st.stall {
+		return rs.hcStall
+	}
+	return rs.hc
+}
+
+// stalled blocks a rider that stops reading until its stream is cancelled (true) or the set
+// wakes its stalled riders (false: it reads on).
 func stalled(ctx context.Context, st *riderState) bool {
-	if !st.stall {
+	if !st.stall || st.woken {
 		return false
 	}
-	<-ctx.Done()
-	return true
+	select {
+	case <-ctx.Done():
+		return true
+	case <-st.rs.wake:
+		st.woken = true
+		return false
+	}
 }
+
+// connectedBy returns the connected riders per transport.
+func (rs *riderSet) connectedBy() map[Transport]int64 {
+	m := map[Transport]int64{}
+	for k, t := range Transports {
+		if n := rs.byTr[k].Load(); n != 0 {
+			m[t] = n
+		}
+	}
+	return m
+}
+
+// wakeStalled makes the stalled riders read again (to see how their streams ended).
+func (rs *riderSet) wakeStalled() { rs.wakeOnce.Do(func() { close(rs.wake) }) }
 
 func (rs *riderSet) runWS(ctx context.Context, st *riderState, edge string, q url.Values, binaryFormat bool) error {
 	sub := "meshcast.v1.json"
@@ -268,7 +333,7 @@ func (rs *riderSet) runWS(ctx context.Context, st *riderState, edge string, q ur
 	}
 	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
 	c, resp, err := websocket.Dial(dctx, "ws://"+edge+"/v1/ws?"+q.Encode(), &websocket.DialOptions{
-		Subprotocols: []string{sub}, HTTPClient: rs.hc})
+		Subprotocols: []string{sub}, HTTPClient: rs.client(st)})
 	dcancel()
 	if err != nil {
 		if resp != nil {
@@ -318,7 +383,7 @@ func (rs *riderSet) runWS(ctx context.Context, st *riderState, edge string, q ur
 
 func (rs *riderSet) runSSE(ctx context.Context, st *riderState, edge string, q url.Values) error {
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+edge+"/v1/sse?"+q.Encode(), nil)
-	resp, err := rs.hc.Do(req)
+	resp, err := rs.client(st).Do(req)
 	if err != nil {
 		return err
 	}
@@ -407,7 +472,7 @@ func (rs *riderSet) runGRPCWeb(ctx context.Context, st *riderState, edge string,
 	req.Header.Set("Content-Type", "application/grpc-web+proto")
 	req.Header.Set("Accept", "application/grpc-web+proto")
 	req.Header.Set("X-Grpc-Web", "1")
-	resp, err := rs.hc.Do(req)
+	resp, err := rs.client(st).Do(req)
 	if err != nil {
 		return err
 	}
