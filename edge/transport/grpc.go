@@ -50,10 +50,19 @@ func (s *Server) watch(st grpc.ServerStream) error {
 	// The stream waits on its own context (max age, drain, stop); the client going away closes
 	// the session.
 	stopAfter := context.AfterFunc(st.Context(), rs.sess.Close)
-	err = rs.endCause(sendFrames(rs.ctx, rs.sess, st, s.m))
+	err = clientGone(st, rs.endCause(sendFrames(rs.ctx, rs.sess, st, s.m)))
 	stopAfter()
 	rs.end(err)
 	return grpcError(err)
+}
+
+// clientGone reports a stream whose client went away as context.Canceled, whatever error the
+// last send happened to return.
+func clientGone(st grpc.ServerStream, err error) error {
+	if err != nil && st.Context().Err() != nil && classify(err) != kindStopping {
+		return context.Canceled
+	}
+	return err
 }
 
 // grpcClient describes a gRPC or gRPC-Web stream's client for admission.
@@ -129,7 +138,7 @@ func (s *Server) track(st grpc.ServerStream) error {
 	}
 	mu.Unlock()
 	stopAfter()
-	err = rs.endCause(err)
+	err = clientGone(st, rs.endCause(err))
 	rs.end(err)
 	return grpcError(err)
 }
