@@ -161,14 +161,19 @@ func TestTopology(t *testing.T) {
 			t.Fatal(err)
 		}
 		failover := time.Since(t0)
+		applied := func() float64 {
+			return bridgeA.metric(t, "meshcast_bridge_messages_applied_total") + bridgeB.metric(t, "meshcast_bridge_messages_applied_total")
+		}
+		before := applied()
 		id, vid, lat, lon, ts := next()
 		t1 := time.Now()
 		pub.fix(t, vid, lat, lon, ts)
+		inBus := waitUntil(t, 20*time.Second, "the bridges applying the fix after the failover", func() bool { return applied() > before })
 		r.wait(t, 20*time.Second, id+" after the failover", func() bool { return r.sees(id, ts) })
 		delivery := time.Since(t1)
 		s2, e2 := r.counts()
-		t.Logf("master %s (port %d) SIGKILL → replica %s promoted in %v; a fix published after the failover reached the rider in %v; kill → first new event %v; rider streams %d→%d, disconnects %d→%d",
-			m.ID[:8], m.Port, promoted.ID[:8], failover.Round(time.Millisecond), delivery.Round(time.Millisecond),
+		t.Logf("master %s (port %d) SIGKILL → replica %s promoted in %v; a fix published after the failover was applied by a bridge in %v and reached the rider in %v; kill → first new event %v; rider streams %d→%d, disconnects %d→%d",
+			m.ID[:8], m.Port, promoted.ID[:8], failover.Round(time.Millisecond), inBus.Round(time.Millisecond), delivery.Round(time.Millisecond),
 			time.Since(t0).Round(time.Millisecond), streams, s2, ended, e2)
 		if s2 != streams || e2 != ended {
 			t.Errorf("the rider was disconnected: streams %d→%d, ended %d→%d", streams, s2, ended, e2)
