@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
 	"sort"
 	"strconv"
@@ -86,22 +87,23 @@ type ServerResult struct {
 
 // Result is what a run measured.
 type Result struct {
-	Started        time.Time          `json:"started"`
-	Riders         int                `json:"riders"`
-	Mix            map[Transport]int  `json:"mix"`
-	RidersBy       map[Transport]int  `json:"riders_by_transport"`
-	Taxis          int                `json:"taxis"`
-	FixesPerSecond float64            `json:"fixes_per_second"` // published by the bench's taxis in the window
-	Procs          int                `json:"procs"`
-	ConnectSeconds float64            `json:"connect_seconds"`
-	ConnectRate    float64            `json:"connect_rate"` // riders per second
-	WindowSeconds  float64            `json:"window_seconds"`
-	Counters       Counters           `json:"counters"` // Events, Upserts, Cuts, Drops: in the window
-	EventsPerSec   float64            `json:"events_per_second"`
-	Latency        Latency            `json:"latency"`
-	Servers        []ServerResult     `json:"servers,omitempty"`
-	hist           *Histogram         `json:"-"`
-	byTransport    map[Transport]bool `json:"-"`
+	Started        time.Time             `json:"started"`
+	Riders         int                   `json:"riders"`
+	Mix            map[Transport]int     `json:"mix"`
+	RidersBy       map[Transport]int     `json:"riders_by_transport"`
+	Taxis          int                   `json:"taxis"`
+	FixesPerSecond float64               `json:"fixes_per_second"` // published by the bench's taxis in the window
+	Procs          int                   `json:"procs"`
+	ConnectSeconds float64               `json:"connect_seconds"`
+	ConnectRate    float64               `json:"connect_rate"` // riders per second
+	WindowSeconds  float64               `json:"window_seconds"`
+	Counters       Counters              `json:"counters"` // Events, Upserts, Cuts, Drops: in the window
+	EventsPerSec   float64               `json:"events_per_second"`
+	Latency        Latency               `json:"latency"`
+	LatencyBy      map[Transport]Latency `json:"latency_by_transport"`
+	Servers        []ServerResult        `json:"servers,omitempty"`
+	hist           *Histogram            `json:"-"`
+	byTransport    map[Transport]bool    `json:"-"`
 }
 
 func (c *Config) defaults() error {
@@ -280,8 +282,9 @@ type riderGroup interface {
 	histogram() *Histogram
 	measure()
 	close() error
-	// final ends the riders and returns the window's counters and histogram.
-	final() (Counters, *Histogram)
+	// final ends the riders and returns the window's counters and histograms (all, and per
+	// transport in the order of Transports).
+	final() (Counters, *Histogram, []*Histogram)
 }
 
 type localGroup struct{ rs *riderSet }
@@ -290,10 +293,14 @@ func (g localGroup) counters() Counters    { return g.rs.c.load() }
 func (g localGroup) histogram() *Histogram { return &g.rs.hist }
 func (g localGroup) measure()              { g.rs.measure() }
 func (g localGroup) close() error          { g.rs.close(); return nil }
-func (g localGroup) final() (Counters, *Histogram) {
+func (g localGroup) final() (Counters, *Histogram, []*Histogram) {
 	c := g.rs.c.load()
 	g.rs.close()
-	return c, &g.rs.hist
+	var by []*Histogram
+	for i := range g.rs.histBy {
+		by = append(by, &g.rs.histBy[i])
+	}
+	return c, &g.rs.hist, by
 }
 
 // Run runs one load: taxis, riders, the window; it returns what it measured.
@@ -398,7 +405,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 
-	// The window.
+	// The window. The bench's own process is sampled too (its riders when Procs is 1).
+	cfg.Sources = append(cfg.Sources, Source{Name: "bench (this process)", PID: os.Getpid()})
 	before := sampleAll(cfg.Sources)
 	var pub0 int64
 	if pub != nil {
@@ -435,7 +443,8 @@ window:
 	res.WindowSeconds = time.Since(w0).Seconds()
 	after := sampleAll(cfg.Sources)
 	var h *Histogram
-	res.Counters, h = group.final()
+	var hBy []*Histogram
+	res.Counters, h, hBy = group.final()
 	res.hist = h
 	if pub != nil {
 		p1, _ := pub.Stats()
@@ -443,8 +452,17 @@ window:
 	}
 	res.EventsPerSec = float64(res.Counters.Events) / res.WindowSeconds
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	res.Latency = Latency{Samples: h.Count(), P50ms: ms(h.Quantile(0.5)), P90ms: ms(h.Quantile(0.9)), P99ms: ms(h.Quantile(0.99)),
-		P999ms: ms(h.Quantile(0.999)), MaxMs: ms(h.Max())}
+	lat := func(h *Histogram) Latency {
+		return Latency{Samples: h.Count(), P50ms: ms(h.Quantile(0.5)), P90ms: ms(h.Quantile(0.9)), P99ms: ms(h.Quantile(0.99)),
+			P999ms: ms(h.Quantile(0.999)), MaxMs: ms(h.Max())}
+	}
+	res.Latency = lat(h)
+	res.LatencyBy = map[Transport]Latency{}
+	for i, hb := range hBy {
+		if hb.Count() > 0 {
+			res.LatencyBy[Transports[i]] = lat(hb)
+		}
+	}
 	for i, s := range cfg.Sources {
 		sr := ServerResult{Name: s.Name}
 		b, a := before[i], after[i]
@@ -499,6 +517,11 @@ func (r *Result) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%-26s %.1fs\n", "window", r.WindowSeconds)
 	fmt.Fprintf(w, "%-26s p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, p99.9 %.1f ms, max %.1f ms (%d upserts)\n", "latency (fix → rider)",
 		r.Latency.P50ms, r.Latency.P90ms, r.Latency.P99ms, r.Latency.P999ms, r.Latency.MaxMs, r.Latency.Samples)
+	for _, t := range Transports {
+		if l, ok := r.LatencyBy[t]; ok {
+			fmt.Fprintf(w, "%-26s p50 %.1f ms, p99 %.1f ms, p99.9 %.1f ms\n", "  "+string(t), l.P50ms, l.P99ms, l.P999ms)
+		}
+	}
 	fmt.Fprintf(w, "%-26s %.0f events/s (%d events, %d snapshots)\n", "delivered", r.EventsPerSec, c.Events, c.Snapshots)
 	fmt.Fprintf(w, "%-26s %d connected at the end, %d cut as too slow, %d dropped, %d seq errors\n", "riders kept", c.Connected, c.Cuts, c.Drops, c.SeqErrors)
 	for _, s := range r.Servers {
@@ -521,8 +544,9 @@ func (r *Result) WriteJSON(w io.Writer) error {
 
 // childLine is what a child prints: its cumulative counters and histogram.
 type childLine struct {
-	C Counters       `json:"c"`
-	H map[int]uint64 `json:"h"`
+	C  Counters         `json:"c"`
+	H  map[int]uint64   `json:"h"`
+	HB []map[int]uint64 `json:"hb"` // per transport, in the order of Transports
 }
 
 // ChildEnv is the environment variable that makes `meshcast bench` a rider child:
@@ -572,7 +596,11 @@ func ServeChild(ctx context.Context, cfg Config, index, offset, riders int, in i
 	emit := func() {
 		mu.Lock()
 		defer mu.Unlock()
-		enc.Encode(childLine{C: rs.c.load(), H: rs.hist.Sparse()})
+		l := childLine{C: rs.c.load(), H: rs.hist.Sparse()}
+		for i := range rs.histBy {
+			l.HB = append(l.HB, rs.histBy[i].Sparse())
+		}
+		enc.Encode(l)
 	}
 	stopTick := make(chan struct{})
 	tickDone := make(chan struct{})
@@ -615,6 +643,7 @@ type child struct {
 type childGroup struct {
 	children []*child
 	hist     Histogram
+	histBy   [5]Histogram
 	closed   bool
 }
 
@@ -694,16 +723,26 @@ func (g *childGroup) histogram() *Histogram {
 	return &g.hist
 }
 
-func (g *childGroup) final() (Counters, *Histogram) {
+func (g *childGroup) final() (Counters, *Histogram, []*Histogram) {
 	g.close()
-	return g.counters(), g.histogram()
+	var by []*Histogram
+	for i := range g.histBy {
+		g.histBy[i].Reset()
+		for _, ch := range g.children {
+			if i < len(ch.last.HB) {
+				g.histBy[i].AddSparse(ch.last.HB[i])
+			}
+		}
+		by = append(by, &g.histBy[i])
+	}
+	return g.counters(), g.histogram(), by
 }
 
 func (g *childGroup) measure() {
 	for _, ch := range g.children {
 		ch.mu.Lock()
 		ch.last.C.Events, ch.last.C.Upserts, ch.last.C.Snapshots, ch.last.C.Cuts, ch.last.C.Drops = 0, 0, 0, 0, 0
-		ch.last.H = nil
+		ch.last.H, ch.last.HB = nil, nil
 		ch.mu.Unlock()
 		io.WriteString(ch.stdin, "measure\n")
 	}

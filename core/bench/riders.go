@@ -79,6 +79,7 @@ type riderSet struct {
 
 	c         counters
 	hist      Histogram
+	histBy    [5]Histogram // per transport (index in Transports)
 	measuring atomic.Bool
 	byTr      [5]atomic.Int64 // connected riders per transport (index in Transports)
 	busy      atomic.Int64    // riders that received at least two events on their current stream
@@ -159,6 +160,9 @@ func (rs *riderSet) measure() {
 	rs.c.cuts.Store(0)
 	rs.c.drops.Store(0)
 	rs.hist.Reset()
+	for i := range rs.histBy {
+		rs.histBy[i].Reset()
+	}
 	rs.measuring.Store(true)
 }
 
@@ -204,7 +208,9 @@ func (r *riderState) event(seq uint64, kind byte, observedMs int64, now time.Tim
 	case 'u':
 		rs.c.upserts.Add(1)
 		if rs.measuring.Load() && observedMs > 0 {
-			rs.hist.Record(now.Sub(time.UnixMilli(observedMs)))
+			d := now.Sub(time.UnixMilli(observedMs))
+			rs.hist.Record(d)
+			rs.histBy[r.tr].Record(d)
 		}
 	}
 }
