@@ -72,6 +72,16 @@ func (tr *truth) round(t *testing.T) {
 	}
 }
 
+// flush waits until the broker acknowledged every fix published so far (QoS 1).
+func (tr *truth) flush(t *testing.T) {
+	t.Helper()
+	want := int64(tr.rounds * tr.n)
+	waitFor(t, "the broker to acknowledge the truth's fixes", func() bool {
+		n, _ := tr.pub.Stats()
+		return n >= want
+	})
+}
+
 // view is a rider that keeps the full view of its area and reconnects when its stream ends.
 type view struct {
 	n     int
