@@ -392,6 +392,10 @@ func faultCase(t *testing.T, name string, o deployOptions, fault func(*testing.T
 					t.Errorf("view %d: %s", v.n, diff)
 				}
 			}
+			published, failed := tr.pub.Stats()
+			t.Logf("truth: %d rounds of %d, publisher acknowledged %d, gave up %d; bridge received %.0f, applied %.0f",
+				tr.rounds, tr.n, published, failed, metricSum(t, d.bridge.admin, "meshcast_bridge_messages_received_total"),
+				metricSum(t, d.bridge.admin, "meshcast_bridge_messages_applied_total"))
 			t.FailNow()
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition
