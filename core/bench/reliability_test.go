@@ -396,6 +396,14 @@ func faultCase(t *testing.T, name string, o deployOptions, fault func(*testing.T
 			t.Logf("truth: %d rounds of %d, publisher acknowledged %d, gave up %d; bridge received %.0f, applied %.0f",
 				tr.rounds, tr.n, published, failed, metricSum(t, d.bridge.admin, "meshcast_bridge_messages_received_total"),
 				metricSum(t, d.bridge.admin, "meshcast_bridge_messages_applied_total"))
+			for _, m := range []string{"meshcast_bridge_events_published_total", "meshcast_bridge_bus_errors_total", "meshcast_hub_events_received_total",
+				"meshcast_hub_deliveries_total", "meshcast_hub_expired_total", "meshcast_hub_resyncs_total"} {
+				admin := d.edge.admin
+				if strings.HasPrefix(m, "meshcast_bridge") {
+					admin = d.bridge.admin
+				}
+				t.Logf("%s %.0f", m, metricSum(t, admin, m))
+			}
 			t.FailNow()
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition
