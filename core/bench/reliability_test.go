@@ -445,3 +445,36 @@ func metricSum(t *testing.T, admin, name string) float64 {
 	}
 	return sum
 }
+
+// TestVehicleReturnsAfterExpiry: vehicles whose fixes stop for longer than the TTL disappear
+// from the riders' views; when their fixes resume they must come back (the cause suspected
+// behind the mosquitto restart failures).
+func TestVehicleReturnsAfterExpiry(t *testing.T) {
+	d := startDeployment(t, deployOptions{})
+	tr := newTruth(t, d)
+	views := []*view{watchView(t, d, 0), watchView(t, d, 1)}
+	tr.round(t)
+	waitFor(t, "the views to match the truth", func() bool { return allMatch(views, tr) })
+	waitFor(t, "the vehicles to expire from the views (TTL)", func() bool {
+		for _, v := range views {
+			v.mu.Lock()
+			n := len(v.cars)
+			v.mu.Unlock()
+			if n != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	start := time.Now()
+	tr.round(t)
+	deadline := time.Now().Add(waitLimit)
+	for !allMatch(views, tr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after expiry, resumed fixes did not reach the riders: view 0: %s", views[0].diff(tr))
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition
+	}
+	report(row{name: "vehicles return after TTL expiry", kept: "2/2 watching riders", lost: "0 (final view = truth)", recovery: time.Since(start),
+		notes: "fixes stopped for longer than the TTL, then resumed"})
+}
