@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -331,10 +332,19 @@ func TestBridgeKill9(t *testing.T) {
 
 func TestMosquittoRestart(t *testing.T) {
 	faultCase(t, "mosquitto restart", deployOptions{persist: true}, func(t *testing.T, d *deployment, tr *truth) {
+		conns := metricSum(t, d.bridge.admin, "meshcast_bridge_connections_total")
 		if err := d.broker.Restart(); err != nil {
 			t.Fatal(err)
 		}
-		tr.round(t)
+		// mosquitto 2.0.11 restores sessions and queued messages from its persistence file but
+		// not $share subscriptions (deploy/README.md): a fix published before the bridge has
+		// subscribed again matches no subscriber and the broker drops it, whatever its QoS. So
+		// the round after the restart is published once the bridge is connected and subscribed
+		// again; QoS 1 then covers it like any other.
+		waitFor(t, "the bridge to reconnect and subscribe after the broker restart", func() bool {
+			return metricSum(t, d.bridge.admin, "meshcast_bridge_connections_total") > conns &&
+				httpStatus(d.bridge.admin+"/readyz") == http.StatusOK
+		})
 	}, true)
 }
 
