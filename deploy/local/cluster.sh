@@ -14,6 +14,7 @@
 #   MESHCAST_SIM_TAXIS     simulated taxis (default 300)
 #   MESHCAST_SIM_DURATION  how long the simulator runs (default 10m; the rest keeps running)
 #   MESHCAST_BIN           a meshcast binary to use instead of building one
+#   MESHCAST_CLUSTER_WAIT  seconds to wait for each service to be up (default 60)
 # Needs redis-server, redis-cli and mosquitto (Debian packages; see .ci/deps), and go unless
 # MESHCAST_BIN is set.
 set -euo pipefail
@@ -33,6 +34,9 @@ die() { log "$*"; exit 1; }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 NEXT_PORT=${MESHCAST_CLUSTER_PORT:-17000}
+# How long to wait for each service to come up: generous, because a loaded machine (a CI run
+# with other test packages in parallel) can take many seconds to start six redis-servers.
+WAIT=${MESHCAST_CLUSTER_WAIT:-60}
 # take_port [bus]: sets PORT to the next free port from NEXT_PORT (with "bus": port+10000 free
 # too). Not called in $(...): it must advance NEXT_PORT in this shell.
 take_port() {
@@ -51,7 +55,10 @@ wait_for() {
   shift 2
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out after ${secs}s waiting for $what (logs: $LOGS)"
+    if [ $SECONDS -ge $deadline ]; then
+      tail -n 5 "$LOGS"/*.log >&2 2>/dev/null || true
+      die "timed out after ${secs}s waiting for $what (logs: $LOGS)"
+    fi
     sleep 0.1
   done
 }
@@ -110,11 +117,11 @@ up() {
       --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
       --cluster-replica-validity-factor 0
   done
-  for p in "${REDIS_PORTS[@]}"; do wait_for "redis $p" 10 redis_ok "$p"; done
+  for p in "${REDIS_PORTS[@]}"; do wait_for "redis $p" "$WAIT" redis_ok "$p"; done
   args=()
   for p in "${REDIS_PORTS[@]}"; do args+=("127.0.0.1:$p"); done
   redis-cli --cluster create "${args[@]}" --cluster-replicas 1 --cluster-yes >"$LOGS/redis-cluster-create.log" 2>&1
-  wait_for "cluster_state:ok" 30 cluster_ok
+  wait_for "cluster_state:ok" "$WAIT" cluster_ok
   BUS="redis+cluster://$(IFS=,; echo "${args[*]}")"
 
   # mosquitto with persistence (sessions and queued QoS 1 messages survive a restart).
@@ -130,7 +137,7 @@ up() {
     [ "$(id -u)" -ne 0 ] || echo "user root"
   } >"$STATE/mosquitto/mosquitto.conf"
   start mosquitto "$MOSQUITTO" -c "$STATE/mosquitto/mosquitto.conf"
-  wait_for "mosquitto" 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MQTT_PORT"
+  wait_for "mosquitto" "$WAIT" bash -c "exec 3<>/dev/tcp/127.0.0.1/$MQTT_PORT"
   BROKER=mqtt://127.0.0.1:$MQTT_PORT
 
   ZONES=$ROOT/deploy/zones/tokyo.geojson
@@ -156,9 +163,9 @@ up() {
   done
   for n in a b; do
     eval "adm=\$BRIDGE_ADMIN_$n"
-    wait_for "bridge-$n /readyz" 30 http_ok "$adm" /readyz
+    wait_for "bridge-$n /readyz" "$WAIT" http_ok "$adm" /readyz
     eval "adm=\$EDGE_ADMIN_$n"
-    wait_for "edge-$n /readyz" 30 http_ok "$adm" /readyz
+    wait_for "edge-$n /readyz" "$WAIT" http_ok "$adm" /readyz
   done
   start sim "$BIN" sim -broker "$BROKER" -zones "$ZONES" -taxis "${MESHCAST_SIM_TAXIS:-300}" \
     -duration "${MESHCAST_SIM_DURATION:-10m}" -time-scale 30 -stats 30s
