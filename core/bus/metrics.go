@@ -1,9 +1,9 @@
 package bus
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcast/meshcast/core/ops"
 )
 
 // metrics are the bus's Prometheus collectors (names in the package doc).
@@ -45,25 +45,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.applies.WithLabelValues(r)
 	}
 	if reg != nil {
-		m.resubscriptions = register(reg, m.resubscriptions)
-		m.applies = register(reg, m.applies)
-		m.published = register(reg, m.published)
-		m.received = register(reg, m.received)
-		m.badData = register(reg, m.badData)
+		m.resubscriptions = ops.Register(reg, m.resubscriptions)
+		m.applies = ops.Register(reg, m.applies)
+		m.published = ops.Register(reg, m.published)
+		m.received = ops.Register(reg, m.received)
+		m.badData = ops.Register(reg, m.badData)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under its name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic("bus: register metrics: " + err.Error())
-	}
-	return c
 }

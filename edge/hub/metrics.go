@@ -1,9 +1,9 @@
 package hub
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcast/meshcast/core/ops"
 )
 
 // metrics are the hub's Prometheus collectors (names in the package doc).
@@ -47,26 +47,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.dropped.WithLabelValues(r)
 	}
 	if reg != nil {
-		m.meshes = register(reg, m.meshes)
-		m.received = register(reg, m.received)
-		m.deliveries = register(reg, m.deliveries)
-		m.dropped = register(reg, m.dropped)
-		m.expired = register(reg, m.expired)
-		m.resyncs = register(reg, m.resyncs)
+		m.meshes = ops.Register(reg, m.meshes)
+		m.received = ops.Register(reg, m.received)
+		m.deliveries = ops.Register(reg, m.deliveries)
+		m.dropped = ops.Register(reg, m.dropped)
+		m.expired = ops.Register(reg, m.expired)
+		m.resyncs = ops.Register(reg, m.resyncs)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under its name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic("hub: register metrics: " + err.Error())
-	}
-	return c
 }

@@ -1,9 +1,9 @@
 package session
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshcast/meshcast/core/ops"
 )
 
 // Metrics are the counters of the sessions of a process (Options.Metrics):
@@ -41,27 +41,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	if reg != nil {
-		m.active = register(reg, m.active)
-		m.moves = register(reg, m.moves)
-		m.cuts = register(reg, m.cuts)
-		frames = register(reg, frames)
+		m.active = ops.Register(reg, m.active)
+		m.moves = ops.Register(reg, m.moves)
+		m.cuts = ops.Register(reg, m.cuts)
+		frames = ops.Register(reg, frames)
 	}
 	for k := KindSnapshot; k <= KindHeartbeat; k++ {
 		m.frames[k] = frames.WithLabelValues(k.String())
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under its name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic("session: register metrics: " + err.Error())
-	}
-	return c
 }

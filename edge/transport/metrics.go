@@ -1,12 +1,13 @@
 package transport
 
 import (
-	"errors"
 	"time"
 
 	"github.com/meshcast/meshcast/edge/session"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/meshcast/meshcast/core/ops"
 )
 
 // metrics are the transport's collectors:
@@ -54,26 +55,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {
-		m.connections = register(reg, m.connections)
-		m.rejected = register(reg, m.rejected)
-		m.ended = register(reg, m.ended)
-		m.latency = register(reg, m.latency)
+		m.connections = ops.Register(reg, m.connections)
+		m.rejected = ops.Register(reg, m.rejected)
+		m.ended = ops.Register(reg, m.ended)
+		m.latency = ops.Register(reg, m.latency)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under its name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic("transport: register metrics: " + err.Error())
-	}
-	return c
 }
 
 // observeWritten records the delivery latency of every upsert in a batch just written.
