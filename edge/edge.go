@@ -60,8 +60,12 @@ type Config struct {
 	// AllowedOrigins are the browser origins allowed cross-origin (path.Match patterns on
 	// "scheme://host[:port]", "*" for any).
 	AllowedOrigins []string
-	// WriteTimeout bounds each write to a WebSocket, SSE or gRPC-Web client.
+	// WriteTimeout bounds each write to a WebSocket, SSE or gRPC-Web client, and how long a
+	// native gRPC stream's send may stay blocked by flow control.
 	WriteTimeout time.Duration
+	// SendBuffer is how many unacknowledged bytes a WebSocket, SSE or gRPC-Web rider's socket may
+	// hold before the rider is cut as too slow (0: off); see transport.Options.SendBuffer.
+	SendBuffer int
 	// HandshakeTimeout bounds a new connection's first bytes and HTTP request headers.
 	HandshakeTimeout time.Duration
 	// SSERetry is the reconnect delay suggested to EventSource clients.
@@ -131,6 +135,7 @@ func Defaults() Config {
 		QueueLimit:       256,
 		MaxBatch:         64,
 		WriteTimeout:     10 * time.Second,
+		SendBuffer:       256 << 10,
 		HandshakeTimeout: 10 * time.Second,
 		SSERetry:         2 * time.Second,
 		MaxMessageBytes:  4096,
@@ -159,7 +164,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.QueueLimit, "queue-limit", c.QueueLimit, "vehicles with an update pending for one rider before it is cut as too slow")
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most events in one write")
 	fs.Var((*commaList)(&c.AllowedOrigins), "allowed-origins", `browser origins allowed cross-origin, comma-separated patterns such as "https://*.example.com" ("*": any)`)
-	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound of each write to a WebSocket, SSE or gRPC-Web client (a slow client is cut)")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound of each write to a WebSocket, SSE or gRPC-Web client, and of a native gRPC send blocked by flow control (a slow client is cut)")
+	fs.IntVar(&c.SendBuffer, "send-buffer", c.SendBuffer, "bytes a WebSocket, SSE or gRPC-Web rider's socket may hold unread by the client before the rider is cut as too slow (4008); also its SO_SNDBUF; 0: off")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "bound of a new connection's first bytes and request headers")
 	fs.DurationVar(&c.SSERetry, "sse-retry", c.SSERetry, "reconnect delay suggested to EventSource clients")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest client message (WebSocket frame, gRPC request)")
@@ -264,6 +270,11 @@ func (c Config) Validate() error {
 	if c.Heartbeat < 100*time.Millisecond {
 		bad("heartbeat", "%v is below 100ms", c.Heartbeat)
 	}
+	if c.SendBuffer < 0 {
+		bad("send-buffer", "%d is negative (0 turns it off)", c.SendBuffer)
+	} else if c.SendBuffer > 0 && c.SendBuffer < 4096 {
+		bad("send-buffer", "%d is below 4096 bytes (0 turns it off)", c.SendBuffer)
+	}
 	if c.QueueLimit < 1 {
 		bad("queue-limit", "%d is below 1", c.QueueLimit)
 	}
@@ -326,6 +337,7 @@ func (c Config) transportOptions(logger *slog.Logger) transport.Options {
 		},
 		AllowedOrigins:   c.AllowedOrigins,
 		WriteTimeout:     c.WriteTimeout,
+		SendBuffer:       sendBuffer(c.SendBuffer),
 		HandshakeTimeout: c.HandshakeTimeout,
 		SSERetry:         c.SSERetry,
 		MaxMessageBytes:  c.MaxMessageBytes,
@@ -480,4 +492,12 @@ func Run(ctx context.Context, c Config) error {
 	}
 	logger.Info("edge stopped")
 	return nil
+}
+
+// sendBuffer maps the flag (0: off) to transport.Options.SendBuffer (0: default, negative: off).
+func sendBuffer(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -32,8 +32,9 @@
 // vehicles with an update ready cuts the rider: Next returns ErrTooSlow (and the session leaves the
 // hub). Since the limit counts vehicles, a rider that stops reading in an area with fewer vehicles
 // than that is never cut: it holds at most one update per vehicle; a stuck connection is the
-// transport's write timeout's business. Next returns the pending frames in batches of at most
-// Options.MaxBatch, and a Heartbeat when nothing was sent for Options.Heartbeat.
+// transport's to find (see package transport, "Riders that stop reading"). Next returns the
+// pending frames in batches of at most Options.MaxBatch, and a Heartbeat when nothing was sent
+// for Options.Heartbeat.
 //
 // With min_interval_ms the rider gets at most one upsert per vehicle per interval (the latest
 // position when the interval ends; a vehicle new to the rider goes at once); removals are sent at

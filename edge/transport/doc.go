@@ -46,6 +46,21 @@
 //     comment naming the reason when the rider is cut or the server stops. On HTTP/1.x the
 //     connection is hijacked and the response (Connection: close) written straight to the socket.
 //
+// # Riders that stop reading
+//
+// The session coalesces by vehicle, so a rider that stops reading in a quiet area never
+// overflows its queue; what shows it is the transport. WebSocket, SSE and gRPC-Web riders own
+// their socket: its SO_SNDBUF is set to Options.SendBuffer, and before every batch the bytes the
+// client has not acknowledged (SIOCOUTQ on Linux) are compared with it. Past it the rider is
+// cut with its "too slow" (4008, the SSE comment, RESOURCE_EXHAUSTED), which still fits in the
+// socket, so the client reads it after what it had not read. Native gRPC riders share
+// connections: HTTP/2 flow control blocks a stalled stream's send once its window (and grpc-go's
+// 64 KiB write quota) is used up, and a send blocked for WriteTimeout ends the stream with
+// RESOURCE_EXHAUSTED (stallWatch). How soon a stalled rider is cut depends on how fast its area
+// changes: Options.SendBuffer plus the client's receive buffer (or its HTTP/2 window) must fill
+// first; until then it costs the edge one coalesced update per vehicle plus the kernel's buffer.
+// Every write also has WriteTimeout, the last resort when the send queue cannot be measured.
+//
 // # Admission (API.md §3 "Query errors and auth")
 //
 // Every stream is admitted in newSession, after its request was parsed and before any upgrade

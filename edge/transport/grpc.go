@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/edge/session"
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -50,7 +53,7 @@ func (s *Server) watch(st grpc.ServerStream) error {
 	// The stream waits on its own context (max age, drain, stop); the client going away closes
 	// the session.
 	stopAfter := context.AfterFunc(st.Context(), rs.sess.Close)
-	err = clientGone(st, rs.endCause(sendFrames(rs.ctx, rs.sess, st, s.m)))
+	err = clientGone(st, rs.endCause(s.sendFrames(rs.ctx, rs.sess, st)))
 	stopAfter()
 	rs.end(err)
 	return grpcError(err)
@@ -131,7 +134,7 @@ func (s *Server) track(st grpc.ServerStream) error {
 			}
 		}
 	}()
-	err = sendFrames(rs.ctx, sess, st, s.m)
+	err = s.sendFrames(rs.ctx, sess, st)
 	mu.Lock()
 	if moveErr != nil {
 		err = moveErr
@@ -167,25 +170,99 @@ func recvRequest(st grpc.ServerStream) (*meshcastv1.WatchRequest, error) {
 }
 
 // sendFrames sends every frame of the session as its pre-encoded protobuf bytes until Next or a
-// send fails.
-func sendFrames(ctx context.Context, sess *session.Session, st grpc.ServerStream, m *metrics) error {
+// send fails, or the rider is found too slow (see stallWatch and sendQueue).
+func (s *Server) sendFrames(ctx context.Context, sess *session.Session, st grpc.ServerStream) error {
 	var (
 		buf []session.Frame
 		msg rawMessage
 	)
+	q := newSendQueue(connFrom(st.Context()), s.o.SendBuffer) // gRPC-Web on HTTP/1.1 only
+	var wd *stallWatch
+	if q == nil && grpcClient(st.Context()).transport == nameGRPC {
+		wd = newStallWatch(st, s.o.WriteTimeout)
+		defer wd.stop()
+	}
 	for {
 		frames, err := sess.Next(ctx, buf)
 		if err != nil {
 			return err
 		}
+		if q.full() {
+			return session.ErrTooSlow
+		}
+		wd.arm()
 		for i := range frames {
 			msg.b = frames[i].Proto
 			if err := st.SendMsg(&msg); err != nil {
+				if wd.fired() {
+					return session.ErrTooSlow
+				}
 				return err
 			}
 		}
+		if !wd.disarm() {
+			return session.ErrTooSlow
+		}
 		msg.b = nil
-		m.observeWritten(frames)
+		s.m.observeWritten(frames)
 		buf = frameBuf(frames)
+	}
+}
+
+// stallWatch cuts a native gRPC stream whose send stays blocked for the write timeout. Streams
+// share HTTP/2 connections, so a client that stops reading one stream is not visible on the
+// socket: it stops granting that stream flow-control window, and grpc-go's SendMsg blocks once
+// the window and the stream's write quota are used up. SendMsg cannot be interrupted from the
+// handler, so the watch's timer ends the stream from outside with RESOURCE_EXHAUSTED through
+// the stream's WriteStatus, the call grpc-go makes when a handler returns: that cancels the
+// stream, the blocked SendMsg returns, and the handler's own status is then ignored. The
+// trailer reaches the client after the data it has not read. A nil *stallWatch does nothing.
+type stallWatch struct {
+	d     time.Duration
+	t     *time.Timer
+	cut   atomic.Bool
+	write func()
+}
+
+func newStallWatch(st grpc.ServerStream, d time.Duration) *stallWatch {
+	sw, ok := grpc.ServerTransportStreamFromContext(st.Context()).(interface {
+		WriteStatus(*status.Status) error
+	})
+	if !ok || d <= 0 {
+		return nil
+	}
+	w := &stallWatch{d: d}
+	w.write = func() {
+		w.cut.Store(true)
+		sw.WriteStatus(status.Convert(grpcError(session.ErrTooSlow)))
+	}
+	return w
+}
+
+// arm starts the timer before a batch is sent.
+func (w *stallWatch) arm() {
+	if w == nil {
+		return
+	}
+	if w.t == nil {
+		w.t = time.AfterFunc(w.d, w.write)
+		return
+	}
+	w.t.Reset(w.d)
+}
+
+// disarm stops the timer after the batch was sent; false when it had already cut the stream.
+func (w *stallWatch) disarm() bool {
+	if w == nil {
+		return true
+	}
+	return w.t.Stop() || !w.cut.Load()
+}
+
+func (w *stallWatch) fired() bool { return w != nil && w.cut.Load() }
+
+func (w *stallWatch) stop() {
+	if w != nil && w.t != nil {
+		w.t.Stop()
 	}
 }

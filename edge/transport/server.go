@@ -45,6 +45,14 @@ type Options struct {
 	// WriteTimeout bounds every write to a WebSocket, SSE or gRPC-Web client; a write that does
 	// not finish in time closes the connection (a slow consumer's cut). Default 10s.
 	WriteTimeout time.Duration
+	// SendBuffer is how many bytes a WebSocket, SSE or gRPC-Web rider's socket may hold that the
+	// client has not acknowledged: past it the rider is behind and is cut with its transport's
+	// "too slow" (WebSocket 4008, SSE comment, gRPC-Web RESOURCE_EXHAUSTED), which still fits in
+	// the socket. It also sets the socket's SO_SNDBUF (the kernel doubles it). Default 256 KiB;
+	// negative: off (kernel autotuning; a stalled rider is cut only when a write times out).
+	// Native gRPC riders share connections: a stream whose send blocks (HTTP/2 flow control)
+	// for WriteTimeout is cut with RESOURCE_EXHAUSTED instead.
+	SendBuffer int
 	// HandshakeTimeout bounds how long a new connection may take to send its first bytes and,
 	// for HTTP, its request headers. Default 10s.
 	HandshakeTimeout time.Duration
@@ -101,6 +109,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.HandshakeTimeout == 0 {
 		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.SendBuffer == 0 {
+		o.SendBuffer = 256 << 10
 	}
 	if o.SSERetry == 0 {
 		o.SSERetry = 2 * time.Second
@@ -244,6 +255,7 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		ReadHeaderTimeout: o.HandshakeTimeout,
 		IdleTimeout:       2 * o.KeepaliveTime,
 		MaxHeaderBytes:    16 << 10,
+		ConnContext:       withConn, // gRPC-Web streams find their socket's send queue
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 	}
 	// Plain-text HTTP/2 (prior knowledge) never reaches http.Server: the listener hands it to

@@ -2,16 +2,18 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/edge/session"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // flood moves n vehicles around centre round after round until stop reports true (checked
@@ -31,52 +33,47 @@ func flood(t *testing.T, b bus.Bus, centre pt, n, rounds int, stop func() bool) 
 	return rounds
 }
 
-// TestSlowRiderIsCut: a WebSocket or SSE rider that stops reading is cut by the write timeout
-// while a reading rider of the same area keeps receiving; the cut rider's session leaves the hub.
-// (The queue-overflow cut, 4008 / ErrTooSlow, is the session's and is tested there; its mapping
-// to each transport is in TestEndMapping.)
+// TestSlowRiderIsCut: a rider on any transport whose client stops reading is cut as too slow,
+// and sees its transport's "too slow" (WebSocket 4008, SSE comment, gRPC and gRPC-Web
+// RESOURCE_EXHAUSTED) once it reads again, while a reading rider of the same area keeps
+// receiving; the cut rider's session leaves the hub. A few vehicles moving fast: the session
+// coalesces by vehicle and never overflows, so what cuts WebSocket, SSE and gRPC-Web is the
+// socket's send queue passing Options.SendBuffer, and what cuts native gRPC is a send blocked by
+// HTTP/2 flow control for the write timeout. The stalled client is a rider whose events nobody
+// takes: its reader blocks once the rider's event buffer is full, and then the socket fills up.
 func TestSlowRiderIsCut(t *testing.T) {
 	centre := pt{35.681236, 139.767125}
 	req := &meshcastv1.WatchRequest{Lat: centre.lat, Lon: centre.lon, RadiusM: 1000}
 	tests := []struct {
 		name string
-		open func(t *testing.T, ts *testServer) (drain func() string)
+		open func(t *testing.T, ts *testServer) *rider
+		want func(r *rider) bool
 	}{
-		{"websocket", func(t *testing.T, ts *testServer) func() string {
-			c, _, err := wsDial(t, watchURL(ts.base, PathWebSocket, req, nil), SubprotocolJSON)
+		{"websocket", func(t *testing.T, ts *testServer) *rider { return wsRider(t, ts.base, req, SubprotocolJSON) },
+			func(r *rider) bool {
+				var we *wsEnd
+				return errors.As(r.end, &we) && we.code == closeTooSlow
+			}},
+		{"sse", func(t *testing.T, ts *testServer) *rider { return sseRider(t, ts.base, req) },
+			func(r *rider) bool { return r.commentCount(msgTooSlow) == 1 }},
+		{"grpc", func(t *testing.T, ts *testServer) *rider {
+			// A fixed 64 KiB window (no BDP growth), as a stalled mobile client would grant.
+			cc, err := grpc.NewClient(ts.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { c.CloseNow() })
-			return func() string {
-				for {
-					_, _, err := c.Read(context.Background())
-					if err != nil {
-						return fmt.Sprintf("close %d", websocket.CloseStatus(err))
-					}
-				}
-			}
+			t.Cleanup(func() { cc.Close() })
+			return grpcWatch(t, cc, req)
+		}, func(r *rider) bool {
+			code, _ := statusOf(r.end)
+			return code == codes.ResourceExhausted
 		}},
-		{"sse", func(t *testing.T, ts *testServer) func() string {
-			resp, err := http.Get(watchURL(ts.base, PathSSE, req, nil))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { resp.Body.Close() })
-			return func() string {
-				r := newRider("slow-sse")
-				go func() {
-					for range r.events {
-					}
-				}()
-				err := readSSE(resp.Body, r, func(string) {})
-				close(r.events)
-				if r.commentCount(msgTooSlow) > 0 {
-					return "too slow comment"
-				}
-				return fmt.Sprintf("end %v", err)
-			}
-		}},
+		{"grpc-web", func(t *testing.T, ts *testServer) *rider { return webTextRider(t, ts.base, req, nil) },
+			func(r *rider) bool {
+				var ws *webStatus
+				return errors.As(r.end, &ws) && ws.code == codes.ResourceExhausted
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,8 +82,14 @@ func TestSlowRiderIsCut(t *testing.T) {
 			ts := startServer(t, b, nil, Options{
 				Session:      session.Options{QueueLimit: 64, MaxBatch: 64},
 				WriteTimeout: 300 * time.Millisecond,
+				SendBuffer:   16 << 10,
 			})
-			drain := tt.open(t, ts)
+			slow := tt.open(t, ts)
+			t.Cleanup(func() {
+				if slow.close != nil {
+					slow.close()
+				}
+			})
 			waitFor(t, func() bool { return ts.hub.Stats().Watchers > 0 })
 			per := ts.hub.Stats().Watchers // one registration per mesh of the area
 			good := &tracked{rider: wsRider(t, ts.base, req, SubprotocolProto)}
@@ -97,20 +100,25 @@ func TestSlowRiderIsCut(t *testing.T) {
 			}()
 			waitFor(t, func() bool { return ts.hub.Stats().Watchers == 2*per })
 
-			// Few vehicles, many fixes: the queues coalesce and never overflow, so what cuts the
-			// slow rider is its write timing out once the socket buffers are full.
-			rounds := flood(t, b, centre, 10, 100000, func() bool { return ts.hub.Stats().Watchers <= per })
+			rounds := flood(t, b, centre, 10, 1000000, func() bool { return ts.hub.Stats().Watchers <= per })
 			if ts.hub.Stats().Watchers > per {
 				t.Fatalf("the slow rider was not cut after %d rounds of 10 vehicles", rounds)
 			}
-			// The good rider is still served.
 			select {
 			case <-good.done:
 				t.Fatalf("the reading rider ended too: %v", good.end)
 			default:
 			}
-			end := drain()
-			t.Logf("slow %s cut after %d rounds; client saw: %s", tt.name, rounds, end)
+			// The stalled client reads again: what it had not read, then the reason it was cut.
+			go func() {
+				for range slow.events {
+				}
+			}()
+			slow.endError(t)
+			if !tt.want(slow) {
+				t.Fatalf("slow %s ended with %v (comments %q), want too slow", tt.name, slow.end, slow.comments)
+			}
+			t.Logf("slow %s cut after %d rounds: %v", tt.name, rounds, slow.end)
 		})
 	}
 }

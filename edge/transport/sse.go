@@ -105,7 +105,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve another request
 	stopAfter := context.AfterFunc(r.Context(), sess.Close)
-	err = s.pumpSSE(rs, nil, func(b []byte) error {
+	err = s.pumpSSE(rs, nil, nil, func(b []byte) error {
 		rc.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 		if _, err := w.Write(b); err != nil {
 			return err
@@ -144,7 +144,7 @@ func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) error {
 	head := []byte("HTTP/1.1 200 OK\r\n")
 	sseHeaders(func(k, v string) { head = append(append(append(append(head, k...), ": "...), v...), "\r\n"...) }, origin)
 	head = append(head, "Connection: close\r\n\r\n"...)
-	err := s.pumpSSE(rs, head, func(b []byte) error {
+	err := s.pumpSSE(rs, head, newSendQueue(conn, s.o.SendBuffer), func(b []byte) error {
 		conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 		_, err := conn.Write(b)
 		return err
@@ -155,9 +155,9 @@ func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) error {
 }
 
 // pumpSSE writes the retry hint (after head), then the session's frames, until Next or a write
-// fails; then, for a cut rider or a stream told to go away, a comment naming the reason. It
-// returns what ended the stream.
-func (s *Server) pumpSSE(rs *stream, head []byte, write func([]byte) error) error {
+// fails or q is full; then, for a cut rider or a stream told to go away, a comment naming the
+// reason. It returns what ended the stream.
+func (s *Server) pumpSSE(rs *stream, head []byte, q *sendQueue, write func([]byte) error) error {
 	sess := rs.sess
 	b := getBuf()
 	*b = append(*b, head...)
@@ -173,6 +173,10 @@ func (s *Server) pumpSSE(rs *stream, head []byte, write func([]byte) error) erro
 	for {
 		frames, err = sess.Next(rs.ctx, frames)
 		if err != nil {
+			break
+		}
+		if q.full() {
+			err = session.ErrTooSlow
 			break
 		}
 		b := getBuf()

@@ -214,9 +214,14 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, form
 		frames []session.Frame
 		err    error
 	)
+	q := newSendQueue(conn, s.o.SendBuffer)
 	for {
 		frames, err = sess.Next(rs.ctx, frames)
 		if err != nil {
+			break
+		}
+		if q.full() {
+			err = session.ErrTooSlow // closed with 4008 below, while the socket has room for it
 			break
 		}
 		if err = s.writeBatch(c, conn, typ, format, frames); err != nil {
