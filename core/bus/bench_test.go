@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -17,9 +18,11 @@ import (
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )
 
-// benchApply runs parallel Apply calls of vehicle transitions: every goroutine owns 200 vehicles
-// spread over 1000 meshes and sends them fixes in turn with increasing times; every 10th fix of a
-// vehicle moves it to the next mesh (a removal and an upsert), the others are upserts in place.
+// benchApply runs parallel Apply calls of vehicle transitions: a fleet of 25,600 vehicles spread
+// over 1000 meshes is split between the goroutines (200 each at the default parallelism and
+// -cpu 2; the fleet does not grow with the client's concurrency); every goroutine sends its
+// vehicles fixes in turn with increasing times; every 10th fix of a vehicle moves it to the next
+// mesh (a removal and an upsert), the others are upserts in place.
 // transitions/s counts Apply calls (each applied, none stale).
 //
 // With servers given, it also reports the CPU time per transition of this process (client-µs/op,
@@ -31,12 +34,16 @@ func benchApply(b *testing.B, bb bus.Bus, servers ...*redistest.Node) {
 	for i, m := range ms {
 		names[i] = m.String()
 	}
-	const perG = 200
+	perG := max(1, benchFleet/(benchParallelism()*runtime.GOMAXPROCS(0)))
 	var gs atomic.Int64
 	base := time.Now().UnixMilli()
 	var events atomic.Int64
 	b.ReportAllocs()
 	redis0, self0 := redisCPU(b, servers), selfCPU()
+	var cas0, casN0, wr0, wrN0 int64
+	if len(servers) > 0 {
+		cas0, casN0, wr0, wrN0 = bus.BatchStats(bb)
+	}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		g := int(gs.Add(1))
@@ -71,10 +78,16 @@ func benchApply(b *testing.B, bb bus.Bus, servers ...*redistest.Node) {
 	if len(servers) > 0 {
 		b.ReportMetric((redisCPU(b, servers)-redis0).Seconds()*1e6/float64(b.N), "redis-µs/op")
 		b.ReportMetric((selfCPU()-self0).Seconds()*1e6/float64(b.N), "client-µs/op")
+		cas, casN, wr, wrN := bus.BatchStats(bb)
+		b.ReportMetric(float64(casN-casN0)/float64(max(cas-cas0, 1)), "cas-items/call")
+		b.ReportMetric(float64(wrN-wrN0)/float64(max(wr-wr0, 1)), "write-items/call")
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "transitions/s")
 	b.ReportMetric(float64(events.Load())/float64(b.N), "events/op")
 }
+
+// benchFleet is the number of vehicles of benchApply.
+const benchFleet = 25600
 
 // redisCPU returns the CPU time (user+sys) the servers have used so far.
 func redisCPU(b *testing.B, servers []*redistest.Node) time.Duration {
@@ -113,6 +126,20 @@ func benchParallelism() int {
 	return 64
 }
 
+// benchBatching applies BUS_BATCHING="<vehicle buckets>,<mesh buckets>,<max batch>" (measuring
+// other bucket counts) until the benchmark ends.
+func benchBatching(b *testing.B) {
+	v := os.Getenv("BUS_BATCHING")
+	if v == "" {
+		return
+	}
+	var vb, mb, mx int
+	if _, err := fmt.Sscanf(v, "%d,%d,%d", &vb, &mb, &mx); err != nil || vb <= 0 || mb <= 0 || mx <= 0 {
+		b.Fatalf("BUS_BATCHING=%q: want <vehicle buckets>,<mesh buckets>,<max batch>", v)
+	}
+	b.Cleanup(bus.SetBatching(vb, mb, mx))
+}
+
 func benchOptions() bus.Options {
 	// BUS_FLUSH_DELAY overrides Options.FlushDelay ("-1ns" disables it).
 	fd, _ := time.ParseDuration(os.Getenv("BUS_FLUSH_DELAY"))
@@ -122,6 +149,7 @@ func benchOptions() bus.Options {
 // BenchmarkApplyCluster measures Apply throughput into a local 3-master Redis Cluster.
 func BenchmarkApplyCluster(b *testing.B) {
 	_, c := sharedRedis(b)
+	benchBatching(b)
 	b.SetParallelism(benchParallelism())
 	benchApply(b, openRedis(b, c.URL(), benchOptions()), c.Nodes()...)
 }
@@ -129,6 +157,7 @@ func BenchmarkApplyCluster(b *testing.B) {
 // BenchmarkApplySingle measures Apply throughput into one local Redis.
 func BenchmarkApplySingle(b *testing.B) {
 	s, _ := sharedRedis(b)
+	benchBatching(b)
 	b.SetParallelism(benchParallelism())
 	benchApply(b, openRedis(b, s.URL(), benchOptions()), s.Node)
 }

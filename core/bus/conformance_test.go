@@ -306,7 +306,7 @@ func conformance(t *testing.T, be backend) {
 		if got := r1.on(mA, ""); len(got) != 1 {
 			t.Fatalf("removed subscription got %d events on A, want 1 (before Remove)", len(got))
 		}
-		ch := o.KeyPrefix + ":{" + mA.String() + "}:ev"
+		ch := meshKey(o.KeyPrefix, mA, "ev")
 		if be.serverSubscribers != nil {
 			if n := be.serverSubscribers(t, ch); n != 1 {
 				t.Fatalf("server has %d subscribers of %s while one subscription remains, want 1", n, ch)
@@ -341,7 +341,7 @@ func conformance(t *testing.T, be backend) {
 		if be.masters != nil {
 			var chans []string
 			for _, m := range ms {
-				chans = append(chans, o.KeyPrefix+":{"+m.String()+"}:ev")
+				chans = append(chans, meshKey(o.KeyPrefix, m, "ev"))
 			}
 			if n := be.masters(t, chans); n != 3 {
 				t.Fatalf("channels of %d meshes map to %d masters, want 3", len(ms), n)

@@ -31,7 +31,7 @@
 //
 // Snapshot returns the dispatchable vehicles of a mesh whose fix is younger than Options.TTL at
 // Options.Now. Older entries and tombstones are trimmed by every snapshot read and by a random one
-// in 16 mesh writes, and the mesh keys expire 2×TTL after their last write, so idle meshes vanish
+// in 16 batches of writes to the mesh, and the mesh keys expire 2×TTL after their last write, so idle meshes vanish
 // and busy ones stay small without a cleaner. The vehicle state expires Options.StateTTL after its
 // last update. Snapshot entries come in no particular order.
 //
@@ -44,36 +44,59 @@
 //
 // # Redis key schema
 //
-// Keys and the channel of one mesh share the hash tag {<mesh>} so that a script touching them runs
-// on one slot, and meshes spread over all shards of a cluster. <p> is Options.KeyPrefix ("mc").
+// Keys share a small number of hash tags (buckets) so that one script call can serve many
+// vehicles or meshes at once: the state of a vehicle carries the tag {v<n>}, n = FNV-1a(id) mod 16,
+// and the keys and the channel of a mesh the tag {m<n>}, n = FNV-1a(mesh code) mod 64 (the tag of
+// a mesh: [MeshHashTag]). All keys of a tag are on one slot, so a script touching them runs
+// atomically on that slot's master, and the buckets spread vehicles and meshes over all shards of
+// a cluster. <p> is Options.KeyPrefix ("mc"). The bucket counts are part of the schema: every bus
+// on one Redis must use the same.
 //
-//	<p>:veh:{<fleet>/<vehicle>}  string  "<ts>,<mesh>,<disp>,<prev mesh>,<prev disp>": the last
-//	                                     applied fix (Unix ms), its mesh and dispatchability (0/1),
-//	                                     and the state before it (to replay a duplicate).
-//	                                     PX StateTTL, set on every applied fix.
-//	<p>:{<mesh>}:veh             hash    vehicle id → "<ts>|<protobuf meshcast.v1.Vehicle>" for a
-//	                                     dispatchable vehicle, "<ts>|" for a removal (tombstone):
-//	                                     the newest fix the mesh saw for it. PEXPIRE 2×TTL,
-//	                                     refreshed on write.
-//	<p>:{<mesh>}:ev              shard channel (SPUBLISH/SSUBSCRIBE): protobuf meshcast.v1.MeshEvent.
+//	<p>:{v<n>}:<fleet>/<vehicle>  string  "<ts>,<mesh>,<disp>,<prev mesh>,<prev disp>": the last
+//	                                      applied fix (Unix ms), its mesh and dispatchability
+//	                                      (0/1), and the state before it (to replay a duplicate).
+//	                                      PX StateTTL, set on every applied fix.
+//	<p>:{m<n>}:<mesh>:veh         hash    vehicle id → "<ts>|<protobuf meshcast.v1.Vehicle>" for a
+//	                                      dispatchable vehicle, "<ts>|" for a removal (tombstone):
+//	                                      the newest fix the mesh saw for it. PEXPIRE 2×TTL,
+//	                                      refreshed on write.
+//	<p>:{m<n>}:<mesh>:ev          shard channel (SPUBLISH/SSUBSCRIBE): protobuf meshcast.v1.MeshEvent.
 //
 // <mesh> is the 8-digit third-order mesh code. Three Lua scripts (EVALSHA, falling back to EVAL)
-// do the work: the per-vehicle compare-and-set on the vehicle key; the guarded mesh write
-// (entry + PEXPIRE + SPUBLISH, or nothing if the mesh saw a fix as new) on a mesh's slot; and the
-// snapshot read. Each touches one hash tag, so each is atomic on its slot's master; all are
-// idempotent, so rueidis may retry them after a lost reply. An Apply is one script call on the
-// vehicle's slot plus one per event (two for a move), auto-pipelined by rueidis with the calls of
-// other goroutines. The state is a string and the mesh keeps one hash (not a hash plus a sorted
-// set) because inside a script every redis.call costs about as much again as the command, and
-// Redis CPU bounds Apply throughput: the common transition costs 2+4 calls.
+// do the work: the per-vehicle compare-and-set, for a batch of vehicles of one {v<n>}; the guarded
+// mesh writes (entry + SPUBLISH, or nothing if the mesh saw a fix as new; one PEXPIRE per mesh),
+// for a batch of writes to meshes of one {m<n>}; and the snapshot read of one mesh. Each touches
+// one hash tag, so each is atomic on its slot's master; all are idempotent, so rueidis may retry
+// them after a lost reply.
+//
+// # Batching
+//
+// An Apply is two steps: the compare-and-set on its vehicle's bucket, then the mesh writes of the
+// transition (the removal first, then the upsert) on their meshes' buckets. Each bucket has a
+// batcher: while a script call of the bucket is in flight, the requests of other goroutines queue,
+// and when it returns they go out together as the next call (up to 128 items). There is no timer
+// and no goroutine per request: alone, a request goes out at once; under load the batches grow
+// with the number of concurrent Apply calls. Every caller waits for its own item's result, so
+// Apply stays synchronous (a bridge can acknowledge a fix once Apply returns); an error of a call
+// reaches every caller of its batch, and a caller whose context ends returns at once without
+// failing the others (an item still queued is then dropped, one already sent completes).
+// Batching pays when many Apply calls run concurrently (hundreds): one script call then costs
+// Redis and rueidis far less than one per transition, and the calls of all buckets are
+// auto-pipelined by rueidis. Inside a script every redis.call costs about as much again as the
+// command, so the scripts use the fewest calls per item: the compare-and-set is one MGET per batch
+// and one SET per applied fix; a mesh write is HGET, HSET and SPUBLISH, plus one PEXPIRE per mesh
+// and batch.
+//
+// Bucket counts: 16 vehicle buckets and 64 mesh buckets place 6/5/5 and 20/22/22 hash tags on the
+// three masters of an evenly split cluster; fewer buckets give larger batches but a coarser spread
+// (and a hotter slot), more give smaller batches for the same concurrency.
 //
 // # Subscriptions over Redis
 //
 // Subscriptions use their own rueidis client, so message traffic never queues behind Apply. Each
 // subscribed mesh channel has one SSUBSCRIBE (and one goroutine running rueidis' Receive) per bus,
-// shared by all Subscriptions and handlers of that mesh. One channel per SSUBSCRIBE is the
-// simplest grouping by slot (rueidis rejects an SSUBSCRIBE mixing slots; meshes rarely share a
-// slot anyway) and lets a mesh be unsubscribed (SUNSUBSCRIBE) without touching the others.
+// shared by all Subscriptions and handlers of that mesh. One channel per SSUBSCRIBE (rather than
+// one per mesh bucket) lets a mesh be unsubscribed (SUNSUBSCRIBE) without touching the others.
 // Receive re-subscribes by itself after a dropped connection or a failover; when Redis ends the
 // subscription because the slot migrated, the bus calls Receive again, which follows the MOVED
 // redirect. Every re-establishment increments meshcast_bus_resubscriptions_total (reason

@@ -192,3 +192,11 @@ func fix(id string, m mesh.Code, ts int64, dispatchable bool, reason meshcastv1.
 }
 
 func upd(id string, m mesh.Code, ts int64) bus.Update { return fix(id, m, ts, true, 0) }
+
+// meshKey returns a key or channel of mesh m: <prefix>:{m<n>}:<mesh>:<suffix> (suffix "veh" or "ev").
+func meshKey(prefix string, m mesh.Code, suffix string) string {
+	return prefix + ":" + bus.MeshHashTag(m) + ":" + m.String() + ":" + suffix
+}
+
+// vehicleKey returns the state key of a vehicle: <prefix>:{v<n>}:<id>.
+func vehicleKey(prefix, id string) string { return prefix + ":" + bus.VehicleHashTag(id) + ":" + id }

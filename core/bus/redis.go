@@ -2,10 +2,13 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,35 +17,53 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// The Lua scripts. Every script touches the keys of one hash tag only (one vehicle, or one mesh), so
-// it runs atomically on the slot's master. They are idempotent (guarded by the fix time), so the
-// client may retry them after a lost reply. They make as few redis.call()s as they can: inside a
-// script each call costs about as much as the command itself again (argument and reply
-// conversion), and Redis CPU is what limits Apply throughput.
+// The Lua scripts. Every script touches the keys of one hash tag only (one vehicle bucket, or one
+// mesh bucket), so it runs atomically on the slot's master. They are idempotent (guarded by the
+// fix time), so the client may retry them after a lost reply. They make as few redis.call()s as
+// they can: inside a script each call costs about as much as the command itself again (argument
+// and reply conversion), and Redis CPU is what limits Apply throughput. The two Apply scripts take
+// a batch of items (see batcher) and return one string for all of them.
 
-// casScript is the per-vehicle compare-and-set. The state is one string
-// "<ts>,<mesh>,<disp>,<previous mesh>,<previous disp>".
-// KEYS: vehicle state. ARGV: fix ts, mesh, dispatchable (0/1), state TTL ms.
-// Returns {1, old mesh, old disp} when applied, {2, previous mesh, previous disp} for a duplicate
-// of the last applied fix (the caller replays that transition; the guarded mesh writes make the
-// replay a no-op unless a write was lost), {0} when stale.
+// casScript is the per-vehicle compare-and-set, for a batch of vehicles of one vehicle bucket.
+// The state of a vehicle is one string "<ts>,<mesh>,<disp>,<previous mesh>,<previous disp>".
+// KEYS: the vehicle states (a vehicle may come twice: items apply in order). ARGV: state TTL ms,
+// then per key: fix ts, mesh, dispatchable (0/1).
+// Returns the items' results joined by ';': "1,<old mesh>,<old disp>" when applied,
+// "2,<previous mesh>,<previous disp>" for a duplicate of the last applied fix (the caller replays
+// that transition; the guarded mesh writes make the replay a no-op unless a write was lost), "0"
+// when stale.
 const casScript = `
-local pm, pd = '', '0'
-local s = redis.call('GET', KEYS[1])
-if s then
-  local t, m, d, ppm, ppd = string.match(s, '^(%-?%d+),(%d*),([01]),(%d*),([01])$')
-  if t then
-    local cur, ts = tonumber(t), tonumber(ARGV[1])
-    if cur > ts then return {0} end
-    if cur == ts then
-      if m == ARGV[2] and d == ARGV[3] then return {2, ppm, ppd} end
-      return {0}
+local ttl, seen, out = ARGV[1], {}, {}
+local vals = redis.call('MGET', unpack(KEYS))
+for i = 1, #KEYS do
+  local k, a = KEYS[i], 3 * i - 1
+  local ts, m, d = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local s = seen[k]
+  if s == nil then s = vals[i] end
+  local r, pm, pd = nil, '', '0'
+  if s then
+    local t, cm, cd, ppm, ppd = string.match(s, '^(%-?%d+),(%d*),([01]),(%d*),([01])$')
+    if t then
+      local cur, nts = tonumber(t), tonumber(ts)
+      if cur > nts then
+        r = '0'
+      elseif cur == nts then
+        r = '0'
+        if cm == m and cd == d then r = '2,' .. ppm .. ',' .. ppd end
+      else
+        pm, pd = cm, cd
+      end
     end
-    pm, pd = m, d
   end
+  if not r then
+    s = ts .. ',' .. m .. ',' .. d .. ',' .. pm .. ',' .. pd
+    redis.call('SET', k, s, 'PX', ttl)
+    seen[k] = s
+    r = '1,' .. pm .. ',' .. pd
+  end
+  out[i] = r
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ',' .. ARGV[2] .. ',' .. ARGV[3] .. ',' .. pm .. ',' .. pd, 'PX', ARGV[4])
-return {1, pm, pd}
+return table.concat(out, ';')
 `
 
 // meshLua is shared by the mesh scripts. A mesh hash maps vehicle id to "<ts>|<protobuf Vehicle>",
@@ -64,17 +85,33 @@ local function trim(h, cutoff, all)
 end
 `
 
-// writeScript is the guarded mesh write: it stores the entry and publishes the event unless the
-// mesh already saw a fix as new or newer for the vehicle (upsert or tombstone).
-// KEYS: mesh hash, mesh channel. ARGV: id, ts, entry, event, cutoff, key TTL ms, trim (0/1).
+// writeScript is the guarded mesh write, for a batch of writes to the meshes of one mesh bucket:
+// each stores its entry and publishes its event unless the mesh already saw a fix as new or newer
+// for the vehicle (upsert or tombstone). Every mesh written is trimmed if its flag says so and
+// gets one PEXPIRE per batch.
+// KEYS: per mesh j: hash (2j-1), channel (2j). ARGV: key TTL ms, cutoff, trim flags (one '0'/'1'
+// per mesh), then per item: mesh index j, id, ts, entry, event.
+// Returns one '1' (written and published) or '0' (not newer) per item.
 const writeScript = meshLua + `
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur and fixtime(cur) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-if ARGV[7] == '1' then trim(KEYS[1], ARGV[5]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('SPUBLISH', KEYS[2], ARGV[4])
-return 1
+local ttl, cutoff, trims, out, written = ARGV[1], ARGV[2], ARGV[3], {}, {}
+for i = 4, #ARGV, 5 do
+  local j = tonumber(ARGV[i])
+  local h = KEYS[2 * j - 1]
+  local cur = redis.call('HGET', h, ARGV[i + 1])
+  if cur and fixtime(cur) >= tonumber(ARGV[i + 2]) then
+    out[#out + 1] = '0'
+  else
+    redis.call('HSET', h, ARGV[i + 1], ARGV[i + 3])
+    redis.call('SPUBLISH', KEYS[2 * j], ARGV[i + 4])
+    written[j] = true
+    out[#out + 1] = '1'
+  end
+end
+for j in pairs(written) do
+  if string.byte(trims, j) == 49 then trim(KEYS[2 * j - 1], cutoff) end
+  redis.call('PEXPIRE', KEYS[2 * j - 1], ttl)
+end
+return table.concat(out)
 `
 
 // snapshotScript trims the mesh and returns the entries of the vehicles whose fix is after the
@@ -95,6 +132,19 @@ return out
 // bounds the leftovers of vehicles that stopped reporting in a busy mesh nobody reads.
 const trimEvery = 16
 
+// Buckets and batches. The key schema depends on the bucket counts: every bus sharing a Redis
+// (bridges and edges) must use the same ones. See the package doc for the choice.
+var (
+	// vehicleBuckets is the number of vehicle hash tags {v<n>}: a compare-and-set batch holds
+	// vehicles of one bucket.
+	vehicleBuckets = 16
+	// meshBuckets is the number of mesh hash tags {m<n>}: a mesh-write batch holds meshes of one
+	// bucket, and the meshes' channels spread over the shards by bucket.
+	meshBuckets = 64
+	// maxBatch caps the items of one script call.
+	maxBatch = 128
+)
+
 // redisBus is the Bus over Redis (standalone or cluster); see the package doc.
 type redisBus struct {
 	o        Options
@@ -107,6 +157,12 @@ type redisBus struct {
 	keyTTL   string // PEXPIRE of the mesh keys, ms
 	stateTTL string // PEXPIRE of the vehicle state, ms
 	closed   atomic.Bool
+
+	casB   []*batcher[casReq, casRes] // per vehicle bucket
+	writeB []*batcher[writeReq, bool] // per mesh bucket
+	ctx    context.Context            // cancelled by Close: ends the batches in flight
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // running batchers
 }
 
 func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
@@ -153,18 +209,45 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 		keyTTL:   strconv.FormatInt((2 * o.TTL).Milliseconds(), 10),
 		stateTTL: strconv.FormatInt(o.StateTTL.Milliseconds(), 10),
 	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.casB = make([]*batcher[casReq, casRes], vehicleBuckets)
+	for i := range b.casB {
+		b.casB[i] = newBatcher(b.ctx, &b.wg, maxBatch, b.execCAS)
+	}
+	b.writeB = make([]*batcher[writeReq, bool], meshBuckets)
+	for i := range b.writeB {
+		b.writeB[i] = newBatcher(b.ctx, &b.wg, maxBatch, b.execWrite)
+	}
 	b.sub = newSubscriber(b, subc)
 	return b, nil
 }
 
-// vehicleKey is the per-vehicle state: <prefix>:veh:{<id>}.
-func (b *redisBus) vehicleKey(id string) string { return b.o.KeyPrefix + ":veh:{" + id + "}" }
+// bucket returns a stable bucket of s in [0, n): FNV-1a, 32 bits.
+func bucket(s string, n int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return int(h % uint32(n))
+}
 
-// meshKeys returns <prefix>:{<mesh>}:veh (the hash) and <prefix>:{<mesh>}:ev (the shard channel),
-// one slot.
-func (b *redisBus) meshKeys(m string) []string {
-	p := b.o.KeyPrefix + ":{" + m + "}:"
-	return []string{p + "veh", p + "ev"}
+// MeshHashTag returns the Redis Cluster hash tag of mesh m's keys and shard channel, "{m<n>}"
+// (see the package doc): its hash slot is theirs, whatever the key prefix.
+func MeshHashTag(m mesh.Code) string { return meshTag(m.String()) }
+
+func meshTag(m string) string { return "{m" + strconv.Itoa(bucket(m, meshBuckets)) + "}" }
+
+// vehicleKey is the per-vehicle state: <prefix>:{v<n>}:<id>.
+func (b *redisBus) vehicleKey(id string) string {
+	return b.o.KeyPrefix + ":{v" + strconv.Itoa(bucket(id, vehicleBuckets)) + "}:" + id
+}
+
+// meshKeys returns <prefix>:{m<n>}:<mesh>:veh (the hash) and <prefix>:{m<n>}:<mesh>:ev (the shard
+// channel), one slot.
+func (b *redisBus) meshKeys(m string) (hash, channel string) {
+	p := b.o.KeyPrefix + ":" + meshTag(m) + ":" + m + ":"
+	return p + "veh", p + "ev"
 }
 
 func (b *redisBus) Apply(ctx context.Context, u Update) (Result, error) {
@@ -181,6 +264,22 @@ func (b *redisBus) Apply(ctx context.Context, u Update) (Result, error) {
 		b.m.published.Add(float64(res.Events))
 	}
 	return res, err
+}
+
+// casReq is one vehicle's compare-and-set in a batch (casScript).
+type casReq struct {
+	key, ts, mesh, disp string
+}
+
+// casRes is its result: code 0 stale, 1 applied, 2 duplicate; the vehicle's state before.
+type casRes struct {
+	code int
+	old  vstate
+}
+
+// writeReq is one guarded mesh write in a batch (writeScript).
+type writeReq struct {
+	mesh, id, ts, entry, event string
 }
 
 func (b *redisBus) apply(ctx context.Context, u Update) (Result, error) {
@@ -204,45 +303,127 @@ func (b *redisBus) apply(ctx context.Context, u Update) (Result, error) {
 	if cur.disp {
 		disp = "1"
 	}
-	arr, err := b.cas.Exec(ctx, b.pub, []string{b.vehicleKey(id)}, []string{tsArg, cur.mesh, disp, b.stateTTL}).ToArray()
+	cr, err := b.casB[bucket(id, vehicleBuckets)].do(ctx, casReq{key: b.vehicleKey(id), ts: tsArg, mesh: cur.mesh, disp: disp})
 	if err != nil {
 		return Result{}, fmt.Errorf("bus: apply %s@%d: vehicle state: %w", id, ts, err)
 	}
-	code, err := arr[0].AsInt64()
-	if err != nil {
-		return Result{}, fmt.Errorf("bus: apply %s@%d: vehicle state reply: %w", id, ts, err)
-	}
-	if code == 0 {
+	if cr.code == 0 {
 		return Result{}, nil
 	}
-	if len(arr) != 3 {
-		return Result{}, fmt.Errorf("bus: apply %s@%d: vehicle state reply has %d elements", id, ts, len(arr))
-	}
-	oldMesh, err1 := arr[1].ToString()
-	oldDisp, err2 := arr[2].ToString()
-	if err1 != nil || err2 != nil {
-		return Result{}, fmt.Errorf("bus: apply %s@%d: vehicle state reply: %v %v", id, ts, err1, err2)
-	}
-	res := Result{Applied: code == 1}
-	cutoff := strconv.FormatInt(nowMs-b.o.TTL.Milliseconds(), 10)
+	res := Result{Applied: cr.code == 1}
 	var buf [256]byte
-	for _, o := range plan(vstate{mesh: oldMesh, disp: oldDisp == "1"}, cur, u.Reason) {
+	for _, o := range plan(cr.old, cur, u.Reason) {
 		ev := string(appendEvent(buf[:0], o, id, vb, ts, nowMs))
 		entry, kind := tsArg+"|", "removal"
 		if o.upsert {
 			entry, kind = tsArg+"|"+string(vb), "upsert"
 		}
-		trim := "0"
-		if rand.IntN(trimEvery) == 0 {
-			trim = "1"
-		}
-		n, err := b.write.Exec(ctx, b.pub, b.meshKeys(o.mesh), []string{id, tsArg, entry, ev, cutoff, b.keyTTL, trim}).AsInt64()
+		ok, err := b.writeB[bucket(o.mesh, meshBuckets)].do(ctx, writeReq{mesh: o.mesh, id: id, ts: tsArg, entry: entry, event: ev})
 		if err != nil {
 			return res, fmt.Errorf("bus: apply %s@%d: %s on mesh %s: %w", id, ts, kind, o.mesh, err)
 		}
-		res.Events += int(n)
+		if ok {
+			res.Events++
+		}
 	}
 	return res, nil
+}
+
+// execCAS runs casScript for a batch of one vehicle bucket.
+func (b *redisBus) execCAS(ctx context.Context, calls []*call[casReq, casRes]) error {
+	keys := make([]string, len(calls))
+	args := make([]string, 1, 1+3*len(calls))
+	args[0] = b.stateTTL
+	for i, c := range calls {
+		keys[i] = c.req.key
+		args = append(args, c.req.ts, c.req.mesh, c.req.disp)
+	}
+	s, err := b.cas.Exec(ctx, b.pub, keys, args).ToString()
+	if err != nil {
+		return err
+	}
+	for _, c := range calls {
+		var item string
+		item, s, _ = strings.Cut(s, ";")
+		if c.res, c.err = parseCAS(item); c.err != nil {
+			c.err = fmt.Errorf("reply %q: %w", item, c.err)
+		}
+	}
+	if s != "" {
+		return fmt.Errorf("reply of a batch of %d has more items", len(calls))
+	}
+	return nil
+}
+
+// parseCAS parses one item of casScript's reply: "0", or "1,<mesh>,<disp>" / "2,<mesh>,<disp>".
+func parseCAS(s string) (casRes, error) {
+	if s == "0" {
+		return casRes{}, nil
+	}
+	code, rest, ok := strings.Cut(s, ",")
+	m, d, ok2 := strings.Cut(rest, ",")
+	if !ok || !ok2 || (code != "1" && code != "2") || (d != "0" && d != "1") || !digits(m) {
+		return casRes{}, errors.New("not a vehicle state result")
+	}
+	return casRes{code: int(code[0] - '0'), old: vstate{mesh: m, disp: d == "1"}}, nil
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// execWrite runs writeScript for a batch of one mesh bucket.
+func (b *redisBus) execWrite(ctx context.Context, calls []*call[writeReq, bool]) error {
+	var meshes []string // distinct meshes of the batch, in order of appearance
+	idx := make([]int, len(calls))
+	for i, c := range calls {
+		j := slices.Index(meshes, c.req.mesh)
+		if j < 0 {
+			j = len(meshes)
+			meshes = append(meshes, c.req.mesh)
+		}
+		idx[i] = j + 1
+	}
+	keys := make([]string, 0, 2*len(meshes))
+	trims := make([]byte, len(meshes))
+	for j, m := range meshes {
+		h, ch := b.meshKeys(m)
+		keys = append(keys, h, ch)
+		trims[j] = '0'
+		if rand.IntN(trimEvery) == 0 {
+			trims[j] = '1'
+		}
+	}
+	args := make([]string, 3, 3+5*len(calls))
+	args[0] = b.keyTTL
+	args[1] = strconv.FormatInt(b.o.Now().UnixMilli()-b.o.TTL.Milliseconds(), 10)
+	args[2] = string(trims)
+	for i, c := range calls {
+		r := &c.req
+		args = append(args, strconv.Itoa(idx[i]), r.id, r.ts, r.entry, r.event)
+	}
+	s, err := b.write.Exec(ctx, b.pub, keys, args).ToString()
+	if err != nil {
+		return err
+	}
+	if len(s) != len(calls) {
+		return fmt.Errorf("reply of a batch of %d has %d items", len(calls), len(s))
+	}
+	for i, c := range calls {
+		switch s[i] {
+		case '1':
+			c.res = true
+		case '0':
+		default:
+			c.err = fmt.Errorf("reply item %q", s[i])
+		}
+	}
+	return nil
 }
 
 func (b *redisBus) Snapshot(ctx context.Context, m mesh.Code) ([]*meshcastv1.Vehicle, error) {
@@ -254,7 +435,8 @@ func (b *redisBus) Snapshot(ctx context.Context, m mesh.Code) ([]*meshcastv1.Veh
 	}
 	cutoff := strconv.FormatInt(b.o.Now().UnixMilli()-b.o.TTL.Milliseconds(), 10)
 	ms := m.String()
-	vals, err := b.snapshot.Exec(ctx, b.pub, b.meshKeys(ms)[:1], []string{cutoff}).ToArray()
+	h, _ := b.meshKeys(ms)
+	vals, err := b.snapshot.Exec(ctx, b.pub, []string{h}, []string{cutoff}).ToArray()
 	if err != nil {
 		return nil, fmt.Errorf("bus: snapshot of mesh %s: %w", ms, err)
 	}
@@ -292,6 +474,14 @@ func (b *redisBus) Close() error {
 	if b.closed.Swap(true) {
 		return nil
 	}
+	for _, bt := range b.casB {
+		bt.close()
+	}
+	for _, bt := range b.writeB {
+		bt.close()
+	}
+	b.cancel() // fails the batches in flight and those still queued
+	b.wg.Wait()
 	b.sub.close()
 	b.pub.Close()
 	return nil

@@ -126,7 +126,7 @@ func TestRedisKeys(t *testing.T) {
 		return v
 	}
 	p := o.KeyPrefix
-	veh := p + ":{" + mA.String() + "}:veh"
+	veh := meshKey(p, mA, "veh")
 	t0 := clk.Ms()
 	for _, u := range []bus.Update{upd("f/1", mA, t0), upd("f/2", mA, t0), upd("f/2", mB, t0+1)} {
 		if _, err := b.Apply(ctx, u); err != nil {
@@ -146,7 +146,7 @@ func TestRedisKeys(t *testing.T) {
 	if ms := do("PTTL", veh).(int64); ms <= 0 || ms > 2*o.TTL.Milliseconds() {
 		t.Fatalf("PTTL %s = %d, want (0, %d]", veh, ms, 2*o.TTL.Milliseconds())
 	}
-	state := p + ":veh:{f/2}"
+	state := vehicleKey(p, "f/2")
 	// ts, mesh, dispatchable, and the state before (in A, dispatchable).
 	if got, want := do("GET", state), fmt.Sprintf("%d,%s,1,%s,1", t0+1, mB, mA); got != want {
 		t.Fatalf("state of f/2 = %q, want %q", got, want)
@@ -288,7 +288,7 @@ func TestClusterSlotMigration(t *testing.T) {
 	c := redistest.StartCluster(t, 3, 0)
 	ignore := goleak.IgnoreCurrent()
 	b, r, s, reg, clk := faultSetup(t, c.URL())
-	slot := redistest.KeySlot("{" + mA.String() + "}")
+	slot := redistest.KeySlot(bus.MeshHashTag(mA))
 	from, err := c.MasterForSlot(slot)
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +326,7 @@ func TestClusterFailover(t *testing.T) {
 	c := redistest.StartCluster(t, 3, 1)
 	ignore := goleak.IgnoreCurrent()
 	b, r, s, reg, clk := faultSetup(t, c.URL())
-	m, err := c.MasterForSlot(redistest.KeySlot("{" + mA.String() + "}"))
+	m, err := c.MasterForSlot(redistest.KeySlot(bus.MeshHashTag(mA)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +386,7 @@ func TestRedisReplayCompletesLostWrites(t *testing.T) {
 		t.Fatalf("Apply = %+v, %v", res, err)
 	}
 	// The lost attempt: only the compare-and-set of the fix at t0+1 in B happened.
-	state := o.KeyPrefix + ":veh:{f/v}"
+	state := vehicleKey(o.KeyPrefix, "f/v")
 	if _, err := single.Do("SET", state, fmt.Sprintf("%d,%s,1,%s,1", t0+1, mB, mA), "PX", "60000"); err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func (s *subscriber) newChannel(m mesh.Code) *channelSub {
 	cs := &channelSub{
 		s:        s,
 		code:     m,
-		name:     s.b.meshKeys(m.String())[1],
+		name:     meshChannel(s.b, m),
 		ctx:      ctx,
 		cancel:   cancel,
 		prev:     s.stopping[m],
@@ -401,4 +401,10 @@ func (rs *redisSub) Close() error {
 	s.mu.Unlock()
 	rs.remove(context.Background(), ms)
 	return nil
+}
+
+// meshChannel returns the shard channel of mesh m.
+func meshChannel(b *redisBus, m mesh.Code) string {
+	_, ch := b.meshKeys(m.String())
+	return ch
 }

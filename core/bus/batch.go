@@ -1,0 +1,146 @@
+package bus
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// batcher gathers the requests of one bucket (one hash tag, so one slot) into one script call:
+// while a call of the bucket is in flight, new requests queue, and when it returns the queue (up
+// to max requests) goes out as the next call. There is no timer: under light load a request goes
+// out alone at once, under heavy load batches grow with the load. At most one call per bucket is
+// in flight, so the requests of a bucket reach Redis in submission order.
+//
+// A goroutine per busy period (not per request) runs the calls: the request that finds the bucket
+// idle starts it, and it ends when the queue is empty.
+type batcher[Q, R any] struct {
+	max  int
+	exec func(ctx context.Context, calls []*call[Q, R]) error // sets res (or err) of every call
+	ctx  context.Context                                      // the bus's, cancelled by Close
+	wg   *sync.WaitGroup                                      // the bus's running batchers
+
+	batches, items atomic.Int64 // script calls made and requests they carried
+
+	mu      sync.Mutex
+	queue   []*call[Q, R]
+	spare   []*call[Q, R] // the previous queue's array, reused
+	running bool
+	closed  bool
+}
+
+// call is one request waiting for its result.
+type call[Q, R any] struct {
+	req  Q
+	res  R
+	err  error
+	ctx  context.Context
+	done chan struct{} // closed when res and err are set
+}
+
+func newBatcher[Q, R any](ctx context.Context, wg *sync.WaitGroup, max int, exec func(context.Context, []*call[Q, R]) error) *batcher[Q, R] {
+	return &batcher[Q, R]{max: max, exec: exec, ctx: ctx, wg: wg}
+}
+
+// do queues req and waits for its result. When ctx ends first it returns ctx's error; the request
+// may still be sent (like a request whose reply was lost), unless it had not left the queue yet.
+func (b *batcher[Q, R]) do(ctx context.Context, req Q) (R, error) {
+	c := &call[Q, R]{req: req, ctx: ctx, done: make(chan struct{})}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		var zero R
+		return zero, ErrClosed
+	}
+	b.queue = append(b.queue, c)
+	start := !b.running
+	if start {
+		b.running = true
+		b.wg.Add(1) // under mu, so before close's Wait
+	}
+	b.mu.Unlock()
+	if start {
+		go b.run()
+	}
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		var zero R
+		return zero, ctx.Err()
+	}
+}
+
+// run sends the queue in batches until it is empty.
+func (b *batcher[Q, R]) run() {
+	defer b.wg.Done()
+	batch := make([]*call[Q, R], 0, b.max)
+	for {
+		b.mu.Lock()
+		n := min(len(b.queue), b.max)
+		if n == 0 {
+			b.running = false
+			b.mu.Unlock()
+			return
+		}
+		batch = append(batch[:0], b.queue[:n]...)
+		if n == len(b.queue) { // swap arrays instead of reslicing, so the queue does not creep
+			clear(b.queue)
+			b.queue, b.spare = b.spare[:0], b.queue[:0]
+		} else {
+			rest := copy(b.queue, b.queue[n:])
+			clear(b.queue[rest:])
+			b.queue = b.queue[:rest]
+		}
+		b.mu.Unlock()
+		b.send(batch)
+		clear(batch)
+	}
+}
+
+// send runs one call for the batch's live requests and hands every caller its result.
+func (b *batcher[Q, R]) send(batch []*call[Q, R]) {
+	live := batch[:0]
+	var deadline time.Time
+	all := true // every live caller has a deadline
+	for _, c := range batch {
+		if c.ctx.Err() != nil { // its caller has gone: do not send it
+			continue
+		}
+		live = append(live, c)
+		if d, ok := c.ctx.Deadline(); !ok {
+			all = false
+		} else if d.After(deadline) {
+			deadline = d
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	// The call serves every caller of the batch: it ends with the bus (Close) or after the
+	// latest caller deadline, never because one caller gave up.
+	ctx := b.ctx
+	if all {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	b.batches.Add(1)
+	b.items.Add(int64(len(live)))
+	if err := b.exec(ctx, live); err != nil {
+		for _, c := range live {
+			c.err = err
+		}
+	}
+	for _, c := range live {
+		close(c.done)
+	}
+}
+
+// close refuses new requests; requests already queued are still sent.
+func (b *batcher[Q, R]) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+}
