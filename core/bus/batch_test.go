@@ -1,0 +1,341 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// gatedExec is a batcher exec for tests: it records every batch, answers req*10 for each item
+// (or fails the batch when failNext is set), and holds each call until released when gated.
+type gatedExec struct {
+	mu       sync.Mutex
+	batches  [][]int
+	ctxs     []context.Context
+	failNext error
+	entered  chan struct{} // receives one value per call started (gated only)
+	release  chan struct{} // a call returns after a receive from it (gated only)
+}
+
+func (g *gatedExec) exec(ctx context.Context, calls []*call[int, int]) error {
+	if g.entered != nil {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	g.mu.Lock()
+	items := make([]int, len(calls))
+	for i, c := range calls {
+		items[i] = c.req
+	}
+	g.batches = append(g.batches, items)
+	g.ctxs = append(g.ctxs, ctx)
+	err := g.failNext
+	g.failNext = nil
+	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for _, c := range calls {
+		c.res = c.req * 10
+	}
+	return nil
+}
+
+func (g *gatedExec) seen() [][]int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([][]int(nil), g.batches...)
+}
+
+// waitQueued waits until the batcher holds n queued requests.
+func waitQueued(t *testing.T, b *batcher[int, int], n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		b.mu.Lock()
+		q := len(b.queue)
+		b.mu.Unlock()
+		if q == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests queued, want %d", q, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+const waitTimeout = 30 * time.Second
+
+type result struct {
+	req, res int
+	err      error
+}
+
+// submit starts a caller of req and returns where its result arrives.
+func submit(b *batcher[int, int], ctx context.Context, req int) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		res, err := b.do(ctx, req)
+		ch <- result{req, res, err}
+	}()
+	return ch
+}
+
+func newTestBatcher(max int, g *gatedExec) (*batcher[int, int], *sync.WaitGroup, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := &sync.WaitGroup{}
+	return newBatcher(ctx, wg, max, g.exec), wg, cancel
+}
+
+func TestBatcherRoutesResults(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	g := &gatedExec{}
+	b, wg, cancel := newTestBatcher(16, g)
+	defer cancel()
+	const callers, each = 32, 200
+	var cwg sync.WaitGroup
+	errs := make(chan error, callers)
+	for c := range callers {
+		cwg.Go(func() {
+			for i := range each {
+				req := c*each + i
+				res, err := b.do(context.Background(), req)
+				if err == nil && res != req*10 {
+					err = fmt.Errorf("request %d got %d, want %d", req, res, req*10)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	cwg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	b.close()
+	wg.Wait()
+	seen := map[int]bool{}
+	for _, batch := range g.seen() {
+		if len(batch) == 0 || len(batch) > 16 {
+			t.Fatalf("batch of %d items, want 1..16", len(batch))
+		}
+		for _, req := range batch {
+			if seen[req] {
+				t.Fatalf("request %d sent twice", req)
+			}
+			seen[req] = true
+		}
+	}
+	if len(seen) != callers*each {
+		t.Fatalf("%d requests sent, want %d", len(seen), callers*each)
+	}
+	if _, err := b.do(context.Background(), 1); !errors.Is(err, ErrClosed) {
+		t.Fatalf("do after close: %v, want ErrClosed", err)
+	}
+}
+
+// TestBatcherBatches holds the first call in flight: the requests arriving meanwhile go out
+// together in the next call, in submission order, capped at max.
+func TestBatcherBatches(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	g := &gatedExec{entered: make(chan struct{}), release: make(chan struct{})}
+	b, wg, cancel := newTestBatcher(4, g)
+	defer cancel()
+	first := submit(b, context.Background(), 0)
+	<-g.entered
+	var rest []<-chan result
+	for i := 1; i <= 6; i++ {
+		rest = append(rest, submit(b, context.Background(), i))
+		waitQueued(t, b, i)
+	}
+	g.release <- struct{}{} // the first call returns
+	<-g.entered
+	g.release <- struct{}{} // the second: 1..4
+	<-g.entered
+	g.release <- struct{}{} // the third: 5, 6
+	for _, ch := range append([]<-chan result{first}, rest...) {
+		r := <-ch
+		if r.err != nil || r.res != r.req*10 {
+			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
+		}
+	}
+	want := [][]int{{0}, {1, 2, 3, 4}, {5, 6}}
+	if got := g.seen(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+	b.close()
+	wg.Wait()
+}
+
+// TestBatcherErrorReachesBatch fails one call: every caller of that batch gets the error, the
+// callers of the other batches their results.
+func TestBatcherErrorReachesBatch(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	g := &gatedExec{entered: make(chan struct{}), release: make(chan struct{})}
+	b, wg, cancel := newTestBatcher(8, g)
+	defer cancel()
+	first := submit(b, context.Background(), 0)
+	<-g.entered
+	var failed []<-chan result
+	for i := 1; i <= 5; i++ {
+		failed = append(failed, submit(b, context.Background(), i))
+		waitQueued(t, b, i)
+	}
+	boom := errors.New("boom")
+	g.release <- struct{}{} // the first call succeeds
+	if r := <-first; r.err != nil || r.res != 0 {
+		t.Fatalf("first request: %d, %v", r.res, r.err)
+	}
+	g.mu.Lock()
+	g.failNext = boom
+	g.mu.Unlock()
+	<-g.entered
+	g.release <- struct{}{} // the second fails
+	for _, ch := range failed {
+		if r := <-ch; !errors.Is(r.err, boom) {
+			t.Fatalf("request %d of the failed batch: %d, %v; want %v", r.req, r.res, r.err, boom)
+		}
+	}
+	// The bucket keeps working.
+	after := submit(b, context.Background(), 7)
+	<-g.entered
+	g.release <- struct{}{}
+	if r := <-after; r.err != nil || r.res != 70 {
+		t.Fatalf("request after the failure: %d, %v", r.res, r.err)
+	}
+	b.close()
+	wg.Wait()
+}
+
+// TestBatcherCancel cancels callers: one still queued (it returns, and its request is never
+// sent) and one whose call is in flight (it returns; the call goes on for the others, with a
+// context that was not cancelled).
+func TestBatcherCancel(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	g := &gatedExec{entered: make(chan struct{}), release: make(chan struct{})}
+	b, wg, cancel := newTestBatcher(8, g)
+	defer cancel()
+	inFlightCtx, cancelInFlight := context.WithCancel(context.Background())
+	inFlight := submit(b, inFlightCtx, 0)
+	other := submit(b, context.Background(), 1) // may join the first call or queue for the next
+	<-g.entered
+	cancelInFlight()
+	if r := <-inFlight; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled in-flight caller: %d, %v; want context.Canceled", r.res, r.err)
+	}
+	queuedCtx, cancelQueued := context.WithCancel(context.Background())
+	b.mu.Lock()
+	n := len(b.queue)
+	b.mu.Unlock()
+	queued := submit(b, queuedCtx, 2)
+	waitQueued(t, b, n+1)
+	third := submit(b, context.Background(), 3)
+	waitQueued(t, b, n+2)
+	cancelQueued()
+	if r := <-queued; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("cancelled queued caller: %d, %v; want context.Canceled", r.res, r.err)
+	}
+	g.release <- struct{}{} // the first call returns
+	<-g.entered
+	g.release <- struct{}{}
+	for _, ch := range []<-chan result{other, third} {
+		if r := <-ch; r.err != nil || r.res != r.req*10 {
+			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
+		}
+	}
+	b.close()
+	wg.Wait()
+	for i, batch := range g.seen() {
+		for _, req := range batch {
+			if req == 2 {
+				t.Fatalf("the cancelled queued request was sent (batch %d: %v)", i, batch)
+			}
+		}
+		if err := g.ctxs[i].Err(); err != nil {
+			t.Fatalf("call %d ran with a context that ended: %v", i, err)
+		}
+	}
+}
+
+// TestBatcherDeadline: a call whose callers all have deadlines ends at the latest of them.
+func TestBatcherDeadline(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	g := &gatedExec{}
+	b, wg, cancel := newTestBatcher(8, g)
+	defer cancel()
+	d := time.Now().Add(time.Hour)
+	ctx, c := context.WithDeadline(context.Background(), d)
+	defer c()
+	if _, err := b.do(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := g.ctxs[0].Deadline(); !ok || !got.Equal(d) {
+		t.Fatalf("call deadline %v %v, want %v", got, ok, d)
+	}
+	if _, err := b.do(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.ctxs[1].Deadline(); ok {
+		t.Fatal("call of a caller without deadline has one")
+	}
+	b.close()
+	wg.Wait()
+}
+
+func TestParseCAS(t *testing.T) {
+	tests := []struct {
+		in   string
+		want casRes
+		ok   bool
+	}{
+		{"0", casRes{}, true},
+		{"1,,0", casRes{code: 1}, true},
+		{"1,53394611,1", casRes{code: 1, old: vstate{mesh: "53394611", disp: true}}, true},
+		{"2,53394611,0", casRes{code: 2, old: vstate{mesh: "53394611"}}, true},
+		{"", casRes{}, false},
+		{"3,,0", casRes{}, false},
+		{"1,5339461x,1", casRes{}, false},
+		{"1,53394611,2", casRes{}, false},
+		{"1,53394611", casRes{}, false},
+		{"1,1,1,1", casRes{}, false},
+	}
+	for _, tt := range tests {
+		got, err := parseCAS(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseCAS(%q) = %+v, %v; want %+v, ok %v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+// FuzzParseCAS checks that every accepted compare-and-set reply item encodes back to itself.
+func FuzzParseCAS(f *testing.F) {
+	for _, s := range []string{"0", "1,,0", "1,53394611,1", "2,53394611,0", "", "3,,0", "1,5339461x,1", "1,1,1,1", "0;1,,0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := parseCAS(s)
+		if err != nil {
+			return
+		}
+		enc := "0"
+		if r.code != 0 {
+			d := "0"
+			if r.old.disp {
+				d = "1"
+			}
+			enc = fmt.Sprintf("%d,%s,%s", r.code, r.old.mesh, d)
+		}
+		if enc != s || (r.code != 0 && r.code != 1 && r.code != 2) {
+			t.Fatalf("parseCAS(%q) = %+v, which encodes as %q", s, r, enc)
+		}
+	})
+}
