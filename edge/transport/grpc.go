@@ -60,10 +60,13 @@ func (s *Server) watch(st grpc.ServerStream) error {
 }
 
 // clientGone reports a stream whose client went away as context.Canceled, whatever error the
-// last send happened to return.
+// last send happened to return. A stream the server ended itself (stopping, or cut as too slow:
+// stallWatch cancels the stream's context) keeps its cause.
 func clientGone(st grpc.ServerStream, err error) error {
-	if err != nil && st.Context().Err() != nil && classify(err) != kindStopping {
-		return context.Canceled
+	if err != nil && st.Context().Err() != nil {
+		if k := classify(err); k != kindStopping && k != kindTooSlow {
+			return context.Canceled
+		}
 	}
 	return err
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +32,7 @@ import (
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -384,6 +386,57 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		}
 	}
 	<-wdone
+}
+
+// BenchmarkIdleGRPCFloor is what grpc-go itself costs per idle server stream, with no session:
+// the same server options as Server (codec, keepalive, shared write buffer) and a Watch handler
+// that receives the request, sends one message and waits for the stream's end, the least any
+// handler can do. The riders (MESHCAST_BENCH_RIDERS, default 10,000) share 10 connections from
+// a child process, as in BenchmarkIdleRiderMemory. Run with -benchtime 1x.
+func BenchmarkIdleGRPCFloor(b *testing.B) {
+	n := benchRiders()
+	o, err := Options{}.withDefaults()
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs := grpc.NewServer(
+		grpc.ForceServerCodecV2(newCodec()),
+		grpc.MaxRecvMsgSize(o.MaxMessageBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
+		grpc.SharedWriteBuffer(true),
+	)
+	d := meshcastv1.RiderService_ServiceDesc
+	d.HandlerType = (*any)(nil)
+	d.Streams = []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: func(_ any, st grpc.ServerStream) error {
+		var req rawRequest
+		if err := st.RecvMsg(&req); err != nil {
+			return err
+		}
+		if err := st.SendMsg(&rawMessage{b: []byte{0x08, 0x01}}); err != nil { // seq 1
+			return err
+		}
+		<-st.Context().Done()
+		return nil
+	}}}
+	gs.RegisterService(&d, nil)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go gs.Serve(l)
+	defer gs.Stop()
+	warm := startChild(b, "grpc", l.Addr().String(), 1, 1)
+	h0, s0, g0 := liveMemory()
+	c := startChild(b, "grpc", l.Addr().String(), n, 10)
+	h1, s1, g1 := liveMemory()
+	perHeap := float64(int64(h1)-int64(h0)) / float64(n)
+	perStack := float64(int64(s1)-int64(s0)) / float64(n)
+	b.ReportMetric(perHeap, "heap-B/rider")
+	b.ReportMetric(perStack, "stack-B/rider")
+	b.ReportMetric(perHeap+perStack, "B/rider")
+	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/rider")
+	c.stop(b)
+	warm.stop(b)
 }
 
 // cpuTime returns the process's user+system CPU time.

@@ -8,15 +8,19 @@ import (
 
 // sendQueue watches one rider socket for a client that stopped reading. The kernel keeps what a
 // client has not acknowledged in the socket's send buffer, and a client whose application stops
-// reading stops acknowledging once its own receive buffer is full; so a send queue over the
-// limit means the rider is behind, while the queue still has room for the transport's "too
-// slow" message (WebSocket close 4008, SSE comment, gRPC-Web trailer). Without it a stalled
-// rider costs nothing visible for minutes (kernel autotuning lets a send buffer grow to
-// megabytes, and the session coalesces by vehicle) and is then cut by the write timeout with no
-// message at all. A nil *sendQueue never reports full.
+// reading stops acknowledging once its own receive buffer is full. So a send queue over the
+// limit that the client acknowledged nothing of between two batches means the rider stopped
+// reading, while the queue still has room for the transport's "too slow" message (WebSocket
+// close 4008, SSE comment, gRPC-Web trailer). A client that reads slowly (a large snapshot over
+// a slow link) keeps acknowledging and is not cut. Without this a stalled rider costs nothing
+// visible for minutes (kernel autotuning lets a send buffer grow to megabytes, and the session
+// coalesces by vehicle) and is then cut by the write timeout with no message at all. A nil
+// *sendQueue never reports full. Not safe for concurrent use: one writer checks it.
 type sendQueue struct {
 	rc    syscall.RawConn
 	limit int
+	over  bool   // the last check found the queue over the limit
+	acked uint64 // the bytes the client had acknowledged then
 }
 
 // newSendQueue sets c's send buffer (SO_SNDBUF, which Linux doubles for its bookkeeping) to limit
@@ -38,13 +42,24 @@ func newSendQueue(c net.Conn, limit int) *sendQueue {
 	return &sendQueue{rc: rc, limit: limit}
 }
 
-// full reports whether the client has left more than the limit unacknowledged.
+// full reports whether the client has left more than the limit unacknowledged and acknowledged
+// nothing since the previous check.
 func (q *sendQueue) full() bool {
 	if q == nil {
 		return false
 	}
 	n, ok := unackedBytes(q.rc)
-	return ok && n > q.limit
+	if !ok || n <= q.limit {
+		q.over = false
+		return false
+	}
+	acked, ok := ackedBytes(q.rc)
+	if !ok {
+		return false
+	}
+	stalled := q.over && acked == q.acked
+	q.over, q.acked = true, acked
+	return stalled
 }
 
 // tcpConn unwraps c (NetConn, as net/http and crypto/tls name it) down to its *net.TCPConn.

@@ -17,3 +17,15 @@ func unackedBytes(rc syscall.RawConn) (n int, ok bool) {
 	})
 	return n, ok && err == nil
 }
+
+// ackedBytes returns the bytes the peer has acknowledged since the connection opened
+// (TCP_INFO tcpi_bytes_acked).
+func ackedBytes(rc syscall.RawConn) (n uint64, ok bool) {
+	err := rc.Control(func(fd uintptr) {
+		ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err == nil {
+			n, ok = ti.Bytes_acked, true
+		}
+	})
+	return n, ok && err == nil
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/edge/session"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -117,6 +118,11 @@ func TestSlowRiderIsCut(t *testing.T) {
 			slow.endError(t)
 			if !tt.want(slow) {
 				t.Fatalf("slow %s ended with %v (comments %q), want too slow", tt.name, slow.end, slow.comments)
+			}
+			var m dto.Metric
+			ts.srv.m.ended.WithLabelValues("too_slow").Write(&m)
+			if n := m.GetCounter().GetValue(); n != 1 {
+				t.Errorf("streams ended as too_slow: %v, want 1", n)
 			}
 			t.Logf("slow %s cut after %d rounds: %v", tt.name, rounds, slow.end)
 		})
