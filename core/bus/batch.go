@@ -22,6 +22,7 @@ type batcher[Q, R any] struct {
 	wg   *sync.WaitGroup                                      // the bus's running batchers
 
 	batches, items atomic.Int64 // script calls made and requests they carried
+	calls          sync.Pool    // of *call[Q, R], reused once their caller has the result
 
 	mu      sync.Mutex
 	queue   []*call[Q, R]
@@ -36,7 +37,7 @@ type call[Q, R any] struct {
 	res  R
 	err  error
 	ctx  context.Context
-	done chan struct{} // closed when res and err are set
+	done chan struct{} // capacity 1: receives one value when res and err are set
 }
 
 func newBatcher[Q, R any](ctx context.Context, wg *sync.WaitGroup, max int, exec func(context.Context, []*call[Q, R]) error) *batcher[Q, R] {
@@ -46,7 +47,11 @@ func newBatcher[Q, R any](ctx context.Context, wg *sync.WaitGroup, max int, exec
 // do queues req and waits for its result. When ctx ends first it returns ctx's error; the request
 // may still be sent (like a request whose reply was lost), unless it had not left the queue yet.
 func (b *batcher[Q, R]) do(ctx context.Context, req Q) (R, error) {
-	c := &call[Q, R]{req: req, ctx: ctx, done: make(chan struct{})}
+	c, _ := b.calls.Get().(*call[Q, R])
+	if c == nil {
+		c = &call[Q, R]{done: make(chan struct{}, 1)}
+	}
+	c.req, c.ctx = req, ctx
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -65,8 +70,11 @@ func (b *batcher[Q, R]) do(ctx context.Context, req Q) (R, error) {
 	}
 	select {
 	case <-c.done:
-		return c.res, c.err
-	case <-ctx.Done():
+		res, err := c.res, c.err
+		*c = call[Q, R]{done: c.done}
+		b.calls.Put(c)
+		return res, err
+	case <-ctx.Done(): // c is not reused: the batch may still hold it
 		var zero R
 		return zero, ctx.Err()
 	}
@@ -134,7 +142,7 @@ func (b *batcher[Q, R]) send(batch []*call[Q, R]) {
 		}
 	}
 	for _, c := range live {
-		close(c.done)
+		c.done <- struct{}{} // never blocks; c may be reused right after
 	}
 }
 

@@ -18,23 +18,24 @@ import (
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )
 
-// benchApply runs parallel Apply calls of vehicle transitions: a fleet of 25,600 vehicles spread
-// over 1000 meshes is split between the goroutines (200 each at the default parallelism and
-// -cpu 2; the fleet does not grow with the client's concurrency); every goroutine sends its
-// vehicles fixes in turn with increasing times; every 10th fix of a vehicle moves it to the next
-// mesh (a removal and an upsert), the others are upserts in place.
-// transitions/s counts Apply calls (each applied, none stale).
+// benchApply runs parallel Apply calls of vehicle transitions from the given number of goroutines
+// (RunParallel's, set by the caller): a fleet of 25,600 vehicles spread over 1000 meshes is split
+// between them (25 each with 1024 goroutines; the fleet does not grow with the client's
+// concurrency); every goroutine sends its vehicles fixes in turn with increasing times; every 10th
+// fix of a vehicle moves it to the next mesh (a removal and an upsert), the others are upserts in
+// place. transitions/s counts Apply calls (each applied, none stale); cas-items/call and
+// write-items/call are the mean batch sizes of the two script calls.
 //
 // With servers given, it also reports the CPU time per transition of this process (client-µs/op,
 // from getrusage: the bus and rueidis, but also the benchmark loop) and of the Redis servers
 // (redis-µs/op, from INFO cpu), which share the machine's cores.
-func benchApply(b *testing.B, bb bus.Bus, servers ...*redistest.Node) {
+func benchApply(b *testing.B, bb bus.Bus, goroutines int, servers ...*redistest.Node) {
 	ms := gridMeshes(1000)
 	names := make([]string, len(ms)) // formatted once: the loop measures the bus
 	for i, m := range ms {
 		names[i] = m.String()
 	}
-	perG := max(1, benchFleet/(benchParallelism()*runtime.GOMAXPROCS(0)))
+	perG := max(1, benchFleet/goroutines)
 	var gs atomic.Int64
 	base := time.Now().UnixMilli()
 	var events atomic.Int64
@@ -117,13 +118,21 @@ func selfCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// benchParallelism is the number of Apply goroutines per GOMAXPROCS (BUS_PARALLELISM, default 64):
-// Apply is two round trips, so throughput needs many calls in flight.
-func benchParallelism() int {
-	if p, err := strconv.Atoi(os.Getenv("BUS_PARALLELISM")); err == nil && p > 0 {
+// benchGoroutines is the number of concurrent Apply calls (BUS_GOROUTINES, default 1024, whatever
+// GOMAXPROCS): Apply is two round trips, each waiting for the batch of its bucket, so throughput
+// needs many calls in flight, as a bridge with as many workers has.
+func benchGoroutines() int {
+	if p, err := strconv.Atoi(os.Getenv("BUS_GOROUTINES")); err == nil && p > 0 {
 		return p
 	}
-	return 64
+	return 1024
+}
+
+// setParallelism makes RunParallel start benchGoroutines() goroutines (rounded up to a multiple
+// of GOMAXPROCS).
+func setParallelism(b *testing.B) {
+	p := runtime.GOMAXPROCS(0)
+	b.SetParallelism((benchGoroutines() + p - 1) / p)
 }
 
 // benchBatching applies BUS_BATCHING="<vehicle buckets>,<mesh buckets>,<max batch>" (measuring
@@ -150,21 +159,21 @@ func benchOptions() bus.Options {
 func BenchmarkApplyCluster(b *testing.B) {
 	_, c := sharedRedis(b)
 	benchBatching(b)
-	b.SetParallelism(benchParallelism())
-	benchApply(b, openRedis(b, c.URL(), benchOptions()), c.Nodes()...)
+	setParallelism(b)
+	benchApply(b, openRedis(b, c.URL(), benchOptions()), benchGoroutines(), c.Nodes()...)
 }
 
 // BenchmarkApplySingle measures Apply throughput into one local Redis.
 func BenchmarkApplySingle(b *testing.B) {
 	s, _ := sharedRedis(b)
 	benchBatching(b)
-	b.SetParallelism(benchParallelism())
-	benchApply(b, openRedis(b, s.URL(), benchOptions()), s.Node)
+	setParallelism(b)
+	benchApply(b, openRedis(b, s.URL(), benchOptions()), benchGoroutines(), s.Node)
 }
 
 // BenchmarkApplyMemory measures the in-memory bus.
 func BenchmarkApplyMemory(b *testing.B) {
 	bb := bus.NewMemory(benchOptions())
 	defer bb.Close()
-	benchApply(b, bb)
+	benchApply(b, bb, runtime.GOMAXPROCS(0))
 }

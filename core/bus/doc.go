@@ -31,8 +31,8 @@
 //
 // Snapshot returns the dispatchable vehicles of a mesh whose fix is younger than Options.TTL at
 // Options.Now. Older entries and tombstones are trimmed by every snapshot read and by a random one
-// in 16 batches of writes to the mesh, and the mesh keys expire 2×TTL after their last write, so idle meshes vanish
-// and busy ones stay small without a cleaner. The vehicle state expires Options.StateTTL after its
+// in 64 batches of writes to the mesh, and the mesh keys expire 2×TTL after their last write, so
+// idle meshes vanish and busy ones stay small without a cleaner. The vehicle state expires Options.StateTTL after its
 // last update. Snapshot entries come in no particular order.
 //
 // Subscriptions: [Bus.Subscribe] returns a [Subscription] whose meshes are added and removed at

@@ -1,0 +1,156 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/core/bus/redistest"
+	"github.com/meshcast/meshcast/core/mesh"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+)
+
+// eventLog is a Handler that records the vehicle ids and fix times of the events per mesh.
+type eventLog struct {
+	mu     sync.Mutex
+	events map[mesh.Code][]string
+}
+
+func (l *eventLog) OnEvent(m mesh.Code, ev *meshcastv1.MeshEvent, raw []byte) {
+	id := ev.GetUpsert().GetId()
+	if id == "" {
+		id = ev.GetRemove().GetId()
+	}
+	l.mu.Lock()
+	l.events[m] = append(l.events[m], fmt.Sprintf("%s@%d", id, ev.ObservedAtMs))
+	l.mu.Unlock()
+}
+
+func (l *eventLog) OnResync(mesh.Code) {}
+
+func (l *eventLog) on(m mesh.Code) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events[m])
+}
+
+// TestRedisBatchScripts runs the two Apply scripts on hand-made batches: several vehicles and
+// meshes in one call, the same vehicle more than once, and results routed back per item.
+func TestRedisBatchScripts(t *testing.T) {
+	s := redistest.StartSingle(t)
+	ctx := context.Background()
+	const now = 1_700_000_000_000
+	bb, err := Open(ctx, s.URL(), Options{KeyPrefix: "bt", Now: func() time.Time { return time.UnixMilli(now) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	b := bb.(*redisBus)
+
+	const mA, mB, mC = "53394611", "53394612", "53394621"
+	cas := func(reqs ...casReq) []*call[casReq, casRes] {
+		t.Helper()
+		calls := make([]*call[casReq, casRes], len(reqs))
+		for i, r := range reqs {
+			calls[i] = &call[casReq, casRes]{req: r}
+		}
+		if err := b.execCAS(ctx, calls); err != nil {
+			t.Fatal(err)
+		}
+		return calls
+	}
+	k1, k2 := b.vehicleKey("f/1"), b.vehicleKey("f/2")
+	calls := cas(
+		casReq{k1, "5," + mA + ",1"},
+		casReq{k2, "7," + mB + ",1"},
+		casReq{k1, "4," + mB + ",1"}, // older than the first item: stale
+		casReq{k1, "5," + mA + ",1"}, // the first item again: duplicate
+		casReq{k1, "5," + mA + ",0"}, // same time, other outcome: stale
+		casReq{k1, "6," + mB + ",1"}, // newer: applied, was in A
+	)
+	want := []casRes{
+		{code: 1},
+		{code: 1},
+		{},
+		{code: 2},
+		{},
+		{code: 1, old: vstate{mesh: mA, disp: true}},
+	}
+	for i, c := range calls {
+		if c.err != nil || c.res != want[i] {
+			t.Errorf("compare-and-set item %d (%s): %+v, %v; want %+v", i, c.req.fix, c.res, c.err, want[i])
+		}
+	}
+	if v, err := s.Do("GET", k1); err != nil || v != "6,"+mB+",1,"+mA+",1" {
+		t.Fatalf("state of f/1 = %v, %v", v, err)
+	}
+
+	// Mesh writes over three meshes of one call, interleaved.
+	log := &eventLog{events: map[mesh.Code][]string{}}
+	sub, err := b.Subscribe(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	codes := map[string]mesh.Code{mA: 53394611, mB: 53394612, mC: 53394621}
+	if err := sub.Add(ctx, codes[mA], codes[mB], codes[mC]); err != nil {
+		t.Fatal(err)
+	}
+	w := func(m, id string, ts int64, upsert bool) writeReq {
+		o := op{mesh: m, upsert: upsert}
+		vb := []byte(nil)
+		entry := fmt.Sprintf("%d|", ts)
+		if upsert {
+			v := &meshcastv1.Vehicle{Id: id, Mesh: m, ObservedAtMs: ts}
+			if vb, err = marshalVehicle(v); err != nil {
+				t.Fatal(err)
+			}
+			entry += string(vb)
+		}
+		return writeReq{mesh: m, id: id, entry: entry, event: string(appendEvent(nil, o, id, vb, ts, now))}
+	}
+	reqs := []writeReq{
+		w(mA, "f/1", 5, true),
+		w(mB, "f/2", 7, true),
+		w(mA, "f/1", 4, true),  // older than the first item: not written
+		w(mA, "f/3", 5, false), // a removal: tombstone
+		w(mC, "f/1", 6, true),
+		w(mB, "f/2", 7, false), // same time as the upsert: not written
+		w(mA, "f/1", 8, false), // newer: written
+	}
+	wcalls := make([]*call[writeReq, bool], len(reqs))
+	for i, r := range reqs {
+		wcalls[i] = &call[writeReq, bool]{req: r}
+	}
+	if err := b.execWrite(ctx, wcalls); err != nil {
+		t.Fatal(err)
+	}
+	wantW := []bool{true, true, false, true, true, false, true}
+	for i, c := range wcalls {
+		if c.err != nil || c.res != wantW[i] {
+			t.Errorf("mesh write %d (%s %s %q): %v, %v; want %v", i, c.req.mesh, c.req.id, c.req.entry[:2], c.res, c.err, wantW[i])
+		}
+	}
+	for _, kv := range []struct{ m, id, want string }{{mA, "f/1", "8|"}, {mA, "f/3", "5|"}, {mB, "f/2", reqs[1].entry}, {mC, "f/1", reqs[4].entry}} {
+		h, _ := b.meshKeys(kv.m)
+		if v, err := s.Do("HGET", h, kv.id); err != nil || v != kv.want {
+			t.Errorf("HGET %s %s = %q, %v; want %q", h, kv.id, v, err, kv.want)
+		}
+		if ms, err := s.Do("PTTL", h); err != nil || ms.(int64) <= 0 {
+			t.Errorf("PTTL %s = %v, %v", h, ms, err)
+		}
+	}
+	wantEv := map[string][]string{mA: {"f/1@5", "f/3@5", "f/1@8"}, mB: {"f/2@7"}, mC: {"f/1@6"}}
+	deadline := time.Now().Add(30 * time.Second)
+	for m, want := range wantEv {
+		for !slices.Equal(log.on(codes[m]), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("events on %s = %v, want %v", m, log.on(codes[m]), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
