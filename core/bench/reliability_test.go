@@ -182,6 +182,145 @@ func TestReconnectStorm(t *testing.T) {
 		recovery: recovery, notes: fmt.Sprintf("%d refused attempts retried, every rider got a snapshot and later events", c.ConnectFailed)})
 }
 
+// TestSlowConsumers: 10% of the riders stop reading. The stalled ones are cut with their
+// transport's "too slow" (WebSocket 4008, SSE comment, gRPC and gRPC-Web RESOURCE_EXHAUSTED), which
+// they read once they read again; the others keep every stream with no drop or sequence gap, and
+// the edge's memory stays bounded meanwhile. The normal riders' p99 without the stalled riders and
+// while they are stalled (from their last snapshot to their last cut) is reported, not asserted
+// (wall clock). Every rider watches 3 km, the stalled ones around Tokyo Station, where taxis are
+// dense: how soon a stalled rider is cut depends on how fast its area changes (edge/transport:
+// "Riders that stop reading"), and a native gRPC stream is cut only after its 64 KiB window and
+// grpc-go's 64 KiB write quota are full, which takes tens of seconds here. -send-buffer is 16 KiB.
+func TestSlowConsumers(t *testing.T) {
+	const (
+		normal, stalledN = 450, 50
+		radius           = 3000
+		samples          = 20000 // upserts in the baseline window
+		cutLimit         = 3 * time.Minute
+	)
+	d := startDeployment(t, deployOptions{edgeArgs: []string{"-send-buffer", "16384", "-write-timeout", "2s"}})
+	l := startLoad(t, d, 2000, time.Second, normal, radius, nil)
+	pid := d.edge.cmd.Process.Pid
+	rss := func() int64 {
+		s, err := procSample(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.RSSBytes
+	}
+	l.rs.measure()
+	waitFor(t, "the baseline window", func() bool { return l.rs.hist.Count() >= samples })
+	p99Base, nBase := l.rs.hist.Quantile(0.99), l.rs.hist.Count()
+	rssBase := rss()
+
+	// The stalled riders, one set per transport so that each transport's cuts are counted.
+	sets := make([]*riderSet, len(Transports))
+	for k := range sets {
+		rs, err := newRiderSet(context.Background(), []string{d.edgeAddr}, radius, nil, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rs.close()
+		rs.stallOf = func(int) bool { return true }
+		sets[k] = rs
+	}
+	tooSlow := func() float64 {
+		return metricValue(t, d.edge.admin, `meshcast_edge_streams_ended_total{reason="too_slow"}`)
+	}
+	cut0 := tooSlow()
+	for i := range stalledN {
+		k := i % len(Transports)
+		lat, lon := 35.681236+float64(i%7)*0.001, 139.767125+float64(i%5)*0.001
+		if err := sets[k].open(context.Background(), i, Transports[k], lat, lon); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every stalled rider has its snapshot and reads no more: the window starts.
+	l.rs.measure()
+	start := time.Now()
+	rssMax := rssBase
+	cutAll := false
+	for deadline := time.Now().Add(cutLimit); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) { // condition poll
+		rssMax = max(rssMax, rss())
+		if tooSlow()-cut0 >= stalledN {
+			cutAll = true
+			break
+		}
+	}
+	recovery := time.Since(start)
+	p99With, nWith := l.rs.hist.Quantile(0.99), l.rs.hist.Count()
+	// The stalled riders read again: each must find its stream ended as too slow.
+	byTr := make([]string, len(sets))
+	want := int64(stalledN / len(Transports))
+	for k, rs := range sets {
+		rs.wakeStalled()
+		if cutAll {
+			waitFor(t, fmt.Sprintf("the stalled %s riders to read how their streams ended", Transports[k]), func() bool {
+				c := rs.c.load()
+				return c.StalledCuts+c.Drops >= want
+			})
+		}
+	}
+	if !cutAll {
+		// Which transport kept its stalled riders: wait until the riders saw the cuts the edge made.
+		cuts := tooSlow() - cut0
+		waitFor(t, "the riders to see the cuts the edge made", func() bool {
+			var seen int64
+			for _, rs := range sets {
+				seen += rs.c.load().StalledCuts
+			}
+			return float64(seen) >= cuts
+		})
+	}
+	var stalledCuts, stalledDrops int64
+	for k, rs := range sets {
+		c := rs.c.load()
+		byTr[k] = fmt.Sprintf("%s %d/%d", Transports[k], c.StalledCuts, want)
+		stalledCuts += c.StalledCuts
+		stalledDrops += c.Drops
+	}
+	if !cutAll {
+		t.Fatalf("after %v the edge had cut %.0f of %d stalled riders; cut as seen by the riders: %v", cutLimit, tooSlow()-cut0, stalledN, byTr)
+	}
+
+	c := l.rs.c.load()
+	if c.Cuts != 0 || c.Drops != 0 || c.SeqErrors != 0 || c.Connected != normal {
+		t.Errorf("normal riders: %+v, want all %d connected with no cut, drop or seq error", c, normal)
+	}
+	if stalledCuts != stalledN || stalledDrops != 0 {
+		t.Errorf("stalled riders cut as too slow: %v (%d ended otherwise), want all %d", byTr, stalledDrops, stalledN)
+	}
+	// Bounded: each stalled rider holds at most one pending update per vehicle in view plus its
+	// transport's buffer (16 KiB send buffer, or a gRPC stream's 64 KiB window and write quota).
+	if grew := rssMax - rssBase; grew > 64<<20 {
+		t.Errorf("edge RSS grew by %d MiB with %d stalled riders", grew>>20, stalledN)
+	}
+	ratio := float64(p99With) / float64(max(p99Base, time.Millisecond))
+	report(row{name: "10% of riders stop reading", kept: fmt.Sprintf("%d/%d reading; %d/%d stalled cut (%s)", c.Connected, normal, stalledCuts, stalledN, strings.Join(byTr, ", ")),
+		lost: "0 (no cut/drop/seq gap)", recovery: recovery,
+		notes: fmt.Sprintf("normal riders' p99 %v without (%d upserts), %v while stalled (%d upserts): %.2fx; edge RSS %d MiB, max %d MiB while stalled; every stalled rider read its too-slow ending",
+			p99Base, nBase, p99With, nWith, ratio, rssBase>>20, rssMax>>20)})
+}
+
+// metricValue returns one series of a Prometheus text endpoint (0 when absent), named with its
+// labels as exposed, e.g. `x_total{reason="a"}`.
+func metricValue(t *testing.T, admin, series string) float64 {
+	t.Helper()
+	resp, err := newHTTPClient().Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
+
 // riderEventCounts returns a function counting riders that received at least two events.
 func riderEventCounts(rs *riderSet) func() int {
 	return func() int { return int(rs.busy.Load()) }

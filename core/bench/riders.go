@@ -407,12 +407,13 @@ func (rs *riderSet) runSSE(ctx context.Context, st *riderState, edge string, q u
 		}
 		line, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
-			// A line longer than the buffer (a large snapshot): only its start matters.
-			rest := line
+			// A line longer than the buffer (a large snapshot): only its start matters, copied
+			// before the reads of the rest reuse the buffer.
+			head := bytes.Clone(line[:min(len(line), 1024)])
 			for err == bufio.ErrBufferFull {
 				_, err = br.ReadSlice('\n')
 			}
-			line = rest
+			line = head
 		}
 		if err != nil {
 			return nil
