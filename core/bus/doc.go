@@ -46,7 +46,7 @@
 //
 // Keys share a small number of hash tags (buckets) so that one script call can serve many
 // vehicles or meshes at once: the state of a vehicle carries the tag {v<n>}, n = FNV-1a(id) mod 16,
-// and the keys and the channel of a mesh the tag {m<n>}, n = FNV-1a(mesh code) mod 64 (the tag of
+// and the keys and the channel of a mesh the tag {m<n>}, n = FNV-1a(mesh code) mod 16 (the tag of
 // a mesh: [MeshHashTag]). All keys of a tag are on one slot, so a script touching them runs
 // atomically on that slot's master, and the buckets spread vehicles and meshes over all shards of
 // a cluster. <p> is Options.KeyPrefix ("mc"). The bucket counts are part of the schema: every bus
@@ -85,11 +85,19 @@
 // auto-pipelined by rueidis. Inside a script every redis.call costs about as much again as the
 // command, so the scripts use the fewest calls per item: the compare-and-set is one MGET per batch
 // and one SET per applied fix; a mesh write is HGET, HSET and SPUBLISH, plus one PEXPIRE per mesh
-// and batch.
+// and batch. Arguments are packed (one per fix for the compare-and-set; id, entry and event per
+// mesh write, grouped by mesh) because each costs rueidis and Redis too.
 //
-// Bucket counts: 16 vehicle buckets and 64 mesh buckets place 6/5/5 and 20/22/22 hash tags on the
-// three masters of an evenly split cluster; fewer buckets give larger batches but a coarser spread
-// (and a hotter slot), more give smaller batches for the same concurrency.
+// Bucket counts (16 vehicle and 16 mesh buckets) trade batch size against spread. A batch holds
+// the requests of one bucket, so with C concurrent Apply calls spread over B buckets a call
+// carries about C/(2B) items, and the CPU per transition falls with the batch size: in
+// BenchmarkApplyCluster (1024 concurrent calls, 3 masters on 2 cores) 64 mesh buckets gave
+// mesh-write batches of ~4.6 items and cost ~15% more client and Redis CPU per transition than
+// 16 buckets (~16 items). With few concurrent calls the batches are small (128 calls: 2-4
+// items) and a transition costs about 30% more client CPU than one script call per step did.
+// 16 tags place 6/5/5 vehicle buckets and 5/6/5 mesh buckets on the masters of an evenly split
+// 3-master cluster (8 would place 4/2/2 and 2/2/4). With many more masters, more buckets would
+// spread the load better at the cost of smaller batches.
 //
 // # Subscriptions over Redis
 //

@@ -8,11 +8,12 @@ import (
 
 // metrics are the bus's Prometheus collectors (names in the package doc).
 type metrics struct {
-	resubscriptions *prometheus.CounterVec // reason: reconnect, slot_moved, error
-	applies         *prometheus.CounterVec // result: applied, stale, error
-	published       prometheus.Counter
-	received        prometheus.Counter
-	badData         prometheus.Counter
+	resubscriptions             *prometheus.CounterVec // reason: reconnect, slot_moved, error
+	applies                     *prometheus.CounterVec // result: applied, stale, error
+	applied, stale, applyErrors prometheus.Counter     // applies' children, looked up once
+	published                   prometheus.Counter
+	received                    prometheus.Counter
+	badData                     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,5 +52,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.received = ops.Register(reg, m.received)
 		m.badData = ops.Register(reg, m.badData)
 	}
+	m.applied = m.applies.WithLabelValues("applied")
+	m.stale = m.applies.WithLabelValues("stale")
+	m.applyErrors = m.applies.WithLabelValues("error")
 	return m
 }

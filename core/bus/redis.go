@@ -140,14 +140,14 @@ return out
 const trimEvery = 64
 
 // Buckets and batches. The key schema depends on the bucket counts: every bus sharing a Redis
-// (bridges and edges) must use the same ones. See the package doc for the choice.
+// (bridges and edges) must use the same ones. See the package doc ("Batching") for the choice.
 var (
 	// vehicleBuckets is the number of vehicle hash tags {v<n>}: a compare-and-set batch holds
 	// vehicles of one bucket.
 	vehicleBuckets = 16
 	// meshBuckets is the number of mesh hash tags {m<n>}: a mesh-write batch holds meshes of one
 	// bucket, and the meshes' channels spread over the shards by bucket.
-	meshBuckets = 64
+	meshBuckets = 16
 	// maxBatch caps the items of one script call.
 	maxBatch = 128
 )
@@ -261,11 +261,11 @@ func (b *redisBus) Apply(ctx context.Context, u Update) (Result, error) {
 	res, err := b.apply(ctx, u)
 	switch {
 	case err != nil:
-		b.m.applies.WithLabelValues("error").Inc()
+		b.m.applyErrors.Inc()
 	case res.Applied:
-		b.m.applies.WithLabelValues("applied").Inc()
+		b.m.applied.Inc()
 	default:
-		b.m.applies.WithLabelValues("stale").Inc()
+		b.m.stale.Inc()
 	}
 	if res.Events > 0 {
 		b.m.published.Add(float64(res.Events))
@@ -319,13 +319,17 @@ func (b *redisBus) apply(ctx context.Context, u Update) (Result, error) {
 		return Result{}, nil
 	}
 	res := Result{Applied: cr.code == 1}
-	var buf [256]byte
+	var buf [384]byte
 	for _, o := range plan(cr.old, cur, u.Reason) {
-		ev := string(appendEvent(buf[:0], o, id, vb, ts, nowMs))
-		entry, kind := tsArg+"|", "removal"
+		// The entry "<ts>|<vehicle>" (or "<ts>|") and the event, in one allocation.
+		e := append(append(buf[:0], tsArg...), '|')
+		kind := "removal"
 		if o.upsert {
-			entry, kind = tsArg+"|"+string(vb), "upsert"
+			e, kind = append(e, vb...), "upsert"
 		}
+		n := len(e)
+		both := string(appendEvent(e, o, id, vb, ts, nowMs))
+		entry, ev := both[:n], both[n:]
 		ok, err := b.writeB[bucket(o.mesh, meshBuckets)].do(ctx, writeReq{mesh: o.mesh, id: id, entry: entry, event: ev})
 		if err != nil {
 			return res, fmt.Errorf("bus: apply %s@%d: %s on mesh %s: %w", id, ts, kind, o.mesh, err)
