@@ -62,8 +62,12 @@ func TestRedisBatchScripts(t *testing.T) {
 		}
 		return calls
 	}
-	k1, k2 := b.vehicleKey("f/1"), b.vehicleKey("f/2")
+	k1, k2, k3 := b.vehicleKey("f/1"), b.vehicleKey("f/2"), b.vehicleKey("f/3")
+	if _, err := s.Do("SET", k3, "9,"+mA+",1,x"); err != nil { // not a state: counts as none
+		t.Fatal(err)
+	}
 	calls := cas(
+		casReq{k3, "5," + mC + ",1"},
 		casReq{k1, "5," + mA + ",1"},
 		casReq{k2, "7," + mB + ",1"},
 		casReq{k1, "4," + mB + ",1"}, // older than the first item: stale
@@ -72,6 +76,7 @@ func TestRedisBatchScripts(t *testing.T) {
 		casReq{k1, "6," + mB + ",1"}, // newer: applied, was in A
 	)
 	want := []casRes{
+		{code: 1},
 		{code: 1},
 		{code: 1},
 		{},
@@ -84,8 +89,10 @@ func TestRedisBatchScripts(t *testing.T) {
 			t.Errorf("compare-and-set item %d (%s): %+v, %v; want %+v", i, c.req.fix, c.res, c.err, want[i])
 		}
 	}
-	if v, err := s.Do("GET", k1); err != nil || v != "6,"+mB+",1,"+mA+",1" {
-		t.Fatalf("state of f/1 = %v, %v", v, err)
+	for k, want := range map[string]string{k1: "6," + mB + ",1," + mA + ",1", k2: "7," + mB + ",1,,0", k3: "5," + mC + ",1,,0"} {
+		if v, err := s.Do("GET", k); err != nil || v != want {
+			t.Fatalf("GET %s = %v, %v; want %q", k, v, err, want)
+		}
 	}
 
 	// Mesh writes over three meshes of one call, interleaved.

@@ -39,26 +39,27 @@ for i = 1, #KEYS do
   local k, fix = KEYS[i], ARGV[i + 1]
   local s = seen[k]
   if s == nil then s = vals[i] end
-  local r, pm, pd = nil, '', '0'
+  local r, md = nil, ',,0'
   if s then
-    local c, t, m, d, ppm, ppd = string.match(s, '^((%-?%d+),(%d*),([01])),(%d*),([01])$')
+    -- c: "<ts>,<mesh>,<disp>" of the state, t: its ts, m: ",<mesh>,<disp>"
+    local c, t, m = string.match(s, '^((%-?%d+)(,%d*,[01])),%d*,[01]$')
     if t then
       local cur, ts = tonumber(t), tonumber(string.match(fix, '^%-?%d+'))
       if cur > ts then
         r = '0'
       elseif cur == ts then
         r = '0'
-        if c == fix then r = '2,' .. ppm .. ',' .. ppd end
+        if c == fix then r = '2,' .. string.sub(s, #c + 2) end
       else
-        pm, pd = m, d
+        md = m
       end
     end
   end
   if not r then
-    s = fix .. ',' .. pm .. ',' .. pd
+    s = fix .. md
     redis.call('SET', k, s, 'PX', ttl)
     seen[k] = s
-    r = '1,' .. pm .. ',' .. pd
+    r = '1' .. md
   end
   out[i] = r
 end
