@@ -51,13 +51,14 @@ func TestRedisBatchScripts(t *testing.T) {
 	b := bb.(*redisBus)
 
 	const mA, mB, mC = "53394611", "53394612", "53394621"
+	csc, wsc := new(casScratch), new(writeScratch) // reused by every call, like a bucket's
 	cas := func(reqs ...casReq) []*call[casReq, casRes] {
 		t.Helper()
 		calls := make([]*call[casReq, casRes], len(reqs))
 		for i, r := range reqs {
 			calls[i] = &call[casReq, casRes]{req: r}
 		}
-		if err := b.execCAS(ctx, calls); err != nil {
+		if err := b.execCAS(ctx, calls, csc); err != nil {
 			t.Fatal(err)
 		}
 		return calls
@@ -128,13 +129,22 @@ func TestRedisBatchScripts(t *testing.T) {
 		w(mB, "f/2", 7, false), // same time as the upsert: not written
 		w(mA, "f/1", 8, false), // newer: written
 	}
-	wcalls := make([]*call[writeReq, bool], len(reqs))
-	for i, r := range reqs {
-		wcalls[i] = &call[writeReq, bool]{req: r}
+	write := func(reqs ...writeReq) []*call[writeReq, bool] {
+		t.Helper()
+		calls := make([]*call[writeReq, bool], len(reqs))
+		for i, r := range reqs {
+			calls[i] = &call[writeReq, bool]{req: r}
+		}
+		if err := b.execWrite(ctx, calls, wsc); err != nil {
+			t.Fatal(err)
+		}
+		return calls
 	}
-	if err := b.execWrite(ctx, wcalls); err != nil {
-		t.Fatal(err)
+	// A first call on one mesh, so the scratch memory has been used before the main one.
+	if c := write(w(mB, "f/0", 1, true)); !c[0].res || c[0].err != nil {
+		t.Fatalf("first mesh write: %v, %v", c[0].res, c[0].err)
 	}
+	wcalls := write(reqs...)
 	wantW := []bool{true, true, false, true, true, false, true}
 	for i, c := range wcalls {
 		if c.err != nil || c.res != wantW[i] {
@@ -150,7 +160,11 @@ func TestRedisBatchScripts(t *testing.T) {
 			t.Errorf("PTTL %s = %v, %v", h, ms, err)
 		}
 	}
-	wantEv := map[string][]string{mA: {"f/1@5", "f/3@5", "f/1@8"}, mB: {"f/2@7"}, mC: {"f/1@6"}}
+	// And again with the scratch memory of a call over three meshes.
+	if c := write(w(mC, "f/1", 9, true), w(mB, "f/0", 2, false)); !c[0].res || !c[1].res || c[0].err != nil || c[1].err != nil {
+		t.Fatalf("last mesh writes: %v %v, %v %v", c[0].res, c[1].res, c[0].err, c[1].err)
+	}
+	wantEv := map[string][]string{mA: {"f/1@5", "f/3@5", "f/1@8"}, mB: {"f/0@1", "f/2@7", "f/0@2"}, mC: {"f/1@6", "f/1@9"}}
 	deadline := time.Now().Add(30 * time.Second)
 	for m, want := range wantEv {
 		for !slices.Equal(log.on(codes[m]), want) {

@@ -243,19 +243,18 @@ type op struct {
 	moved  string // removal caused by a move: the new mesh
 }
 
-// plan returns the mesh writes (at most two, the removal first) of a transition.
-func plan(old, cur vstate, reason meshcastv1.RemovalReason) []op {
-	var ops []op
+// plan appends the mesh writes (at most two, the removal first) of a transition to dst.
+func plan(dst []op, old, cur vstate, reason meshcastv1.RemovalReason) []op {
 	if cur.disp {
 		if old.disp && old.mesh != "" && old.mesh != cur.mesh {
-			ops = append(ops, op{mesh: old.mesh, reason: meshcastv1.RemovalReason_REMOVAL_REASON_LEFT_AREA, moved: cur.mesh})
+			dst = append(dst, op{mesh: old.mesh, reason: meshcastv1.RemovalReason_REMOVAL_REASON_LEFT_AREA, moved: cur.mesh})
 		}
-		return append(ops, op{mesh: cur.mesh, upsert: true})
+		return append(dst, op{mesh: cur.mesh, upsert: true})
 	}
 	if old.disp && old.mesh != "" {
-		ops = append(ops, op{mesh: old.mesh, reason: reason})
+		dst = append(dst, op{mesh: old.mesh, reason: reason})
 	}
-	return ops
+	return dst
 }
 
 // Errors of Apply for invalid updates.

@@ -170,7 +170,7 @@ func TestPlan(t *testing.T) {
 		{"new non-dispatchable", vstate{}, vstate{A, false}, nil},
 	}
 	for _, tt := range tests {
-		got := plan(tt.old, tt.cur, notVacant)
+		got := plan(nil, tt.old, tt.cur, notVacant)
 		if len(got) != len(tt.want) {
 			t.Errorf("%s: plan = %+v, want %+v", tt.name, got, tt.want)
 			continue

@@ -116,7 +116,8 @@ func (b *memBus) Apply(ctx context.Context, u Update) (Result, error) {
 	}
 	cutoff := nowMs - b.o.TTL.Milliseconds()
 	var evs []memEvent
-	for _, o := range plan(old, cur, u.Reason) {
+	var ops [2]op
+	for _, o := range plan(ops[:0], old, cur, u.Reason) {
 		mm := b.meshes[o.mesh]
 		if mm == nil {
 			mm = &memMesh{ts: map[string]int64{}, live: map[string][]byte{}}

@@ -220,11 +220,17 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.casB = make([]*batcher[casReq, casRes], vehicleBuckets)
 	for i := range b.casB {
-		b.casB[i] = newBatcher(b.ctx, &b.wg, maxBatch, b.execCAS)
+		sc := new(casScratch)
+		b.casB[i] = newBatcher(b.ctx, &b.wg, maxBatch, func(ctx context.Context, calls []*call[casReq, casRes]) error {
+			return b.execCAS(ctx, calls, sc)
+		})
 	}
 	b.writeB = make([]*batcher[writeReq, bool], meshBuckets)
 	for i := range b.writeB {
-		b.writeB[i] = newBatcher(b.ctx, &b.wg, maxBatch, b.execWrite)
+		sc := new(writeScratch)
+		b.writeB[i] = newBatcher(b.ctx, &b.wg, maxBatch, func(ctx context.Context, calls []*call[writeReq, bool]) error {
+			return b.execWrite(ctx, calls, sc)
+		})
 	}
 	b.sub = newSubscriber(b, subc)
 	return b, nil
@@ -307,12 +313,16 @@ func (b *redisBus) apply(ctx context.Context, u Update) (Result, error) {
 	}
 	id, ts := u.Vehicle.Id, u.Vehicle.ObservedAtMs
 	nowMs := b.o.Now().UnixMilli()
-	tsArg := strconv.FormatInt(ts, 10)
-	disp := ",0"
+	var buf [384]byte
+	fix := strconv.AppendInt(buf[:0], ts, 10)
+	nts := len(fix) // fix[:nts] is the fix time
+	fix = append(append(fix, ','), cur.mesh...)
 	if cur.disp {
-		disp = ",1"
+		fix = append(fix, ",1"...)
+	} else {
+		fix = append(fix, ",0"...)
 	}
-	cr, err := b.casB[bucket(id, vehicleBuckets)].do(ctx, casReq{key: b.vehicleKey(id), fix: tsArg + "," + cur.mesh + disp})
+	cr, err := b.casB[bucket(id, vehicleBuckets)].do(ctx, casReq{key: b.vehicleKey(id), fix: string(fix)})
 	if err != nil {
 		return Result{}, fmt.Errorf("bus: apply %s@%d: vehicle state: %w", id, ts, err)
 	}
@@ -320,10 +330,10 @@ func (b *redisBus) apply(ctx context.Context, u Update) (Result, error) {
 		return Result{}, nil
 	}
 	res := Result{Applied: cr.code == 1}
-	var buf [384]byte
-	for _, o := range plan(cr.old, cur, u.Reason) {
+	var ops [2]op
+	for _, o := range plan(ops[:0], cr.old, cur, u.Reason) {
 		// The entry "<ts>|<vehicle>" (or "<ts>|") and the event, in one allocation.
-		e := append(append(buf[:0], tsArg...), '|')
+		e := append(buf[:nts], '|')
 		kind := "removal"
 		if o.upsert {
 			e, kind = append(e, vb...), "upsert"
@@ -342,15 +352,21 @@ func (b *redisBus) apply(ctx context.Context, u Update) (Result, error) {
 	return res, nil
 }
 
+// casScratch is the memory of one vehicle bucket's script calls, reused from call to call (a
+// bucket has one call at a time; rueidis copies the arguments into its command).
+type casScratch struct {
+	keys, args []string
+}
+
 // execCAS runs casScript for a batch of one vehicle bucket.
-func (b *redisBus) execCAS(ctx context.Context, calls []*call[casReq, casRes]) error {
-	keys := make([]string, len(calls))
-	args := make([]string, 1, 1+len(calls))
-	args[0] = b.stateTTL
-	for i, c := range calls {
-		keys[i] = c.req.key
+func (b *redisBus) execCAS(ctx context.Context, calls []*call[casReq, casRes], sc *casScratch) error {
+	keys := sc.keys[:0]
+	args := append(sc.args[:0], b.stateTTL)
+	for _, c := range calls {
+		keys = append(keys, c.req.key)
 		args = append(args, c.req.fix)
 	}
+	defer func() { sc.keys, sc.args = clearStrings(keys), clearStrings(args) }()
 	s, err := b.cas.Exec(ctx, b.pub, keys, args).ToString()
 	if err != nil {
 		return err
@@ -390,42 +406,54 @@ func digits(s string) bool {
 	return true
 }
 
+// writeScratch is the memory of one mesh bucket's script calls, reused like casScratch.
+type writeScratch struct {
+	meshes, keys, args []string
+	counts, idx, pos   []int
+	order              []*call[writeReq, bool]
+	trims              []byte
+}
+
+// clearStrings empties s for reuse without keeping its strings alive.
+func clearStrings(s []string) []string {
+	clear(s)
+	return s[:0]
+}
+
 // execWrite runs writeScript for a batch of one mesh bucket.
-func (b *redisBus) execWrite(ctx context.Context, calls []*call[writeReq, bool]) error {
-	// Group the items by mesh, keeping their order within a mesh: meshes[j] and its items.
-	var meshes []string
-	var counts []int
-	idx := make([]int, len(calls))
-	for i, c := range calls {
+func (b *redisBus) execWrite(ctx context.Context, calls []*call[writeReq, bool], sc *writeScratch) error {
+	// Group the items by mesh, keeping their order within a mesh: meshes[j] has counts[j] items.
+	meshes, counts, idx := sc.meshes[:0], sc.counts[:0], sc.idx[:0]
+	for _, c := range calls {
 		j := slices.Index(meshes, c.req.mesh)
 		if j < 0 {
 			j = len(meshes)
 			meshes = append(meshes, c.req.mesh)
 			counts = append(counts, 0)
 		}
-		idx[i] = j
+		idx = append(idx, j)
 		counts[j]++
 	}
-	keys := make([]string, 0, 2*len(meshes))
-	trims := make([]byte, len(meshes))
-	for j, m := range meshes {
+	keys, trims := sc.keys[:0], sc.trims[:0]
+	for _, m := range meshes {
 		h, ch := b.meshKeys(m)
 		keys = append(keys, h, ch)
-		trims[j] = '0'
+		t := byte('0')
 		if rand.IntN(trimEvery) == 0 {
-			trims[j] = '1'
+			t = '1'
 		}
+		trims = append(trims, t)
 	}
-	args := make([]string, 3, 3+len(meshes)+3*len(calls))
-	args[0] = b.keyTTL
-	args[1] = strconv.FormatInt(b.o.Now().UnixMilli()-b.o.TTL.Milliseconds(), 10)
-	args[2] = string(trims)
+	args := append(sc.args[:0], b.keyTTL,
+		strconv.FormatInt(b.o.Now().UnixMilli()-b.o.TTL.Milliseconds(), 10), string(trims))
 	order := calls // the calls in ARGV order: by mesh, in their order within a mesh
-	if len(meshes) > 1 {
-		order = make([]*call[writeReq, bool], len(calls))
-		pos := make([]int, len(meshes))
+	pos := sc.pos[:0]
+	grouped := len(meshes) > 1
+	if grouped {
+		order = slices.Grow(sc.order[:0], len(calls))[:len(calls)]
+		pos = append(pos, 0)
 		for j := 1; j < len(meshes); j++ {
-			pos[j] = pos[j-1] + counts[j-1]
+			pos = append(pos, pos[j-1]+counts[j-1])
 		}
 		for i, c := range calls {
 			order[pos[idx[i]]] = c
@@ -440,6 +468,14 @@ func (b *redisBus) execWrite(ctx context.Context, calls []*call[writeReq, bool])
 		}
 		k += n
 	}
+	defer func() {
+		sc.meshes, sc.keys, sc.args = clearStrings(meshes), clearStrings(keys), clearStrings(args)
+		sc.counts, sc.idx, sc.pos, sc.trims = counts[:0], idx[:0], pos[:0], trims[:0]
+		if grouped {
+			clear(order)
+			sc.order = order[:0]
+		}
+	}()
 	s, err := b.write.Exec(ctx, b.pub, keys, args).ToString()
 	if err != nil {
 		return err
