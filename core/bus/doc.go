@@ -93,8 +93,10 @@
 // carries about C/(2B) items, and the CPU per transition falls with the batch size: in
 // BenchmarkApplyCluster (1024 concurrent calls, 3 masters on 2 cores) 64 mesh buckets gave
 // mesh-write batches of ~4.6 items and cost ~15% more client and Redis CPU per transition than
-// 16 buckets (~16 items). With few concurrent calls the batches are small (128 calls: 2-4
-// items) and a transition costs about 30% more client CPU than one script call per step did.
+// 16 buckets (~16 items). With fewer concurrent calls the batches are smaller and a transition
+// costs more: 256 calls (a bridge's default workers on 2 cores) give ~4 items per call and ~8
+// client + ~15 Redis µs, 128 calls ~2.4 items and ~11 + ~19 µs (one script call per step cost
+// ~10 + ~23 µs); 1024 calls ~15 items and ~5.5 + ~11.5 µs.
 // 16 tags place 6/5/5 vehicle buckets and 5/6/5 mesh buckets on the masters of an evenly split
 // 3-master cluster (8 would place 4/2/2 and 2/2/4). With many more masters, more buckets would
 // spread the load better at the cost of smaller batches.
