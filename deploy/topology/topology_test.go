@@ -150,7 +150,7 @@ func TestTopology(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := cluster.MasterForSlot(redistest.KeySlot("{" + code.String() + "}"))
+		m, err := cluster.MasterForSlot(redistest.KeySlot(bus.MeshHashTag(code)))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,7 +22,7 @@ const (
 )
 
 // MeshEvent is the internal event a bridge publishes on a mesh's channel
-// (Redis shard channel "mc:{<mesh>}:ev"). It is not part of the public API.
+// (Redis shard channel "mc:{m<bucket>}:<mesh>:ev", see core/bus). It is not part of the public API.
 type MeshEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Mesh  string                 `protobuf:"bytes,1,opt,name=mesh,proto3" json:"mesh,omitempty"` // the mesh this event is about (the channel's mesh)
