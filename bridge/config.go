@@ -22,7 +22,7 @@ const (
 	DefaultGroup             = "meshcast"
 	DefaultTopicFilter       = "taxi/+/+/state"
 	DefaultQueueSize         = 8
-	DefaultReceiveMaximum    = 1024
+	DefaultReceiveMaximum    = 2048
 	DefaultSessionExpiry     = time.Hour
 	DefaultKeepAlive         = 30 * time.Second
 	DefaultConnectTimeout    = 10 * time.Second
@@ -36,11 +36,13 @@ const (
 )
 
 // DefaultWorkers is the default number of workers: enough concurrent bus.Apply calls to keep
-// the Redis pipelines full. Each Apply waits for two or three round trips, so by Little's law
-// 256 workers at ~2 ms per Apply carry ~128,000 messages/s; more concurrent Applies also
-// mean fewer, larger pipelined writes to Redis, which cut the CPU per message of both the
-// bridge and Redis (BENCHMARKS.md). A worker is a goroutine and a small queue.
-func DefaultWorkers() int { return max(256, 64*runtime.GOMAXPROCS(0)) }
+// the Redis pipelines full. Each Apply waits for two round trips, so by Little's law 512
+// workers at ~2 ms per Apply carry ~256,000 messages/s; more concurrent Applies also mean
+// larger batches per Redis script call (the bus batches by hash-tag bucket), which cut the CPU
+// per message of both the bridge and Redis (BENCHMARKS.md: 512 workers with Receive Maximum
+// 2048 drained a backlog ~8% faster than 256 with 1024). A worker is a goroutine and a small
+// queue.
+func DefaultWorkers() int { return max(512, 128*runtime.GOMAXPROCS(0)) }
 
 // DefaultClientID returns "meshcast-bridge-<hostname>": stable across restarts of one host or
 // Kubernetes StatefulSet pod, which is what a persistent session needs.
