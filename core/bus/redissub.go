@@ -381,9 +381,13 @@ func (rs *redisSub) remove(ctx context.Context, ms []mesh.Code) {
 		}
 	}
 	s.mu.Unlock()
+	// Concurrently: while Redis is unreachable each SUNSUBSCRIBE waits out unsubscribeTimeout,
+	// and one after the other they held an edge's shutdown for that long per mesh.
+	var wg sync.WaitGroup
 	for _, cs := range stop {
-		s.stop(ctx, cs)
+		wg.Go(func() { s.stop(ctx, cs) })
 	}
+	wg.Wait()
 }
 
 func (rs *redisSub) Close() error {
