@@ -55,7 +55,7 @@ type Session struct {
 	joined []mesh.Code // meshes registered with the hub (guarded by moveMu)
 
 	signal chan struct{} // cap 1: something for Next
-	timer  *time.Timer   // Next's wake-up (used by Next only)
+	timer  *time.Timer   // Next's wake-up: calls wake (armed by Next only)
 
 	mu       sync.Mutex // guards the rest
 	a        area
@@ -622,15 +622,16 @@ func (s *Session) Next(ctx context.Context, dst []Frame) ([]Frame, error) {
 			}
 			continue
 		}
+		// The timer signals like an event does, so a waiting rider parks on two channels, not
+		// three (each costs a parked goroutine a sudog, ~100 bytes, for as long as it waits).
 		if s.timer == nil {
-			s.timer = time.NewTimer(wait)
+			s.timer = time.AfterFunc(wait, s.wake)
 		} else {
 			s.timer.Reset(wait)
 		}
 		select {
 		case <-s.signal:
 		case <-ctx.Done():
-		case <-s.timer.C:
 		}
 		s.timer.Stop()
 	}
@@ -758,8 +759,7 @@ func (s *Session) encode(now time.Time) {
 		}
 		*o = out{}
 	}
-	clear(s.snap)
-	s.snap = s.snap[:0]
+	s.snap = nil // snapshots are rare (start, moves): an idle rider keeps no array for them
 }
 
 // expireTransits removes, as STALE, vehicles whose move's upsert never came within the TTL.

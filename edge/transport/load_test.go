@@ -287,7 +287,10 @@ func liveMemory() (heap, stack uint64, goroutines int) {
 // goroutine stacks after GC, with and without MESHCAST_BENCH_RIDERS (default 10,000) riders
 // connected from a child process, divided by the riders. Every rider watches a 1 km circle
 // around Tokyo Station holding 10 vehicles. gRPC riders share 10 connections. Kernel socket
-// buffers are not included. Run with -benchtime 1x.
+// buffers are not included. Run with -benchtime 1x and one transport per process
+// (-bench 'BenchmarkIdleRiderMemory/ws-json$'): the runtime keeps the descriptors of exited
+// goroutines (~450 B each, on the heap) for reuse, so a second run in the same process would not
+// count the riders' goroutine descriptors.
 func BenchmarkIdleRiderMemory(b *testing.B) {
 	for _, tr := range loadTransports {
 		b.Run(tr, func(b *testing.B) {

@@ -147,10 +147,12 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 // Buffer sizes of a WebSocket connection. net/http hands a hijacked connection over with 4 KiB
 // read and write buffers, which coder/websocket keeps for the connection's life; an idle rider
 // needs far less. Client frames are small (moves, control frames); a write of a batch up to
-// wsWriteBuffer bytes takes one syscall, a bigger one two.
+// wsWriteBuffer bytes takes one syscall, a bigger one two. 512 bytes hold a frame of one or two
+// JSON updates (~250 bytes each), the common batch of a rider whose area changes a few times a
+// second; the buffer is a third of what an idle WebSocket rider costs beyond its session.
 const (
 	wsReadBuffer  = 128
-	wsWriteBuffer = 1024
+	wsWriteBuffer = 512
 )
 
 // smallBuffers is a ResponseWriter whose Hijack returns small buffers (see wsReadBuffer) and
