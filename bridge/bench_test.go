@@ -44,7 +44,9 @@ func envInt(name string, def int) int {
 // -workers, default its own), MESHCAST_BENCH_QUEUE (bridge -queue),
 // MESHCAST_BENCH_RECEIVE_MAXIMUM (bridge -receive-maximum), MESHCAST_BENCH_INFLIGHT (mosquitto
 // max_inflight_messages: the publishers' in-flight limit, default the harness's 1000),
-// MESHCAST_BENCH_PROFILE=file (CPU profile of the bridge, MESHCAST_BENCH_PROFILE_SECONDS long).
+// MESHCAST_BENCH_PROFILE=file (CPU profile of the bridge, MESHCAST_BENCH_PROFILE_SECONDS long),
+// MESHCAST_BENCH_RATE (messages per second over all publishers instead of as fast as they can:
+// the bridge's CPU per message at a fleet's steady rate, e.g. 3,333 for 10,000 taxis at 3 s).
 func BenchmarkBridgeThroughput(b *testing.B) { benchBridge(b, false) }
 
 // BenchmarkBridgeBacklog measures the bridge alone draining a backlog: the bridge subscribes
@@ -58,6 +60,7 @@ func benchBridge(b *testing.B, backlog bool) {
 	m := envInt("MESHCAST_BENCH_MESSAGES", 200000)
 	k := envInt("MESHCAST_BENCH_PUBLISHERS", 4)
 	v := envInt("MESHCAST_BENCH_VEHICLES", 50000)
+	rate := envInt("MESHCAST_BENCH_RATE", 0)
 	bin := meshcastBinary(b)
 	broker := mosquittotest.Start(b, mosquittotest.Options{MaxInflight: envInt("MESHCAST_BENCH_INFLIGHT", 0)})
 	zones := tokyoZones(b)
@@ -114,7 +117,13 @@ func benchBridge(b *testing.B, backlog bool) {
 			for c := range pubs {
 				wg.Go(func() {
 					ctx := context.Background()
-					for _, ms := range perConn[c] {
+					t0 := time.Now()
+					for n, ms := range perConn[c] {
+						if rate > 0 { // pacing, not synchronisation: this connection's share of the rate
+							if d := time.Until(t0.Add(time.Duration(n) * time.Duration(k) * time.Second / time.Duration(rate))); d > 0 {
+								time.Sleep(d)
+							}
+						}
 						_, err := pubs[c].PublishWithOptions(ctx, &paho.Publish{Topic: ms.topic, QoS: 1, Payload: ms.payload},
 							paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
 						if err != nil {
