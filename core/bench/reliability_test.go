@@ -333,13 +333,7 @@ func TestSlowConsumers(t *testing.T) {
 // labels as exposed, e.g. `x_total{reason="a"}`.
 func metricValue(t *testing.T, admin, series string) float64 {
 	t.Helper()
-	resp, err := newHTTPClient().Get(admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for line := range strings.SplitSeq(string(b), "\n") {
+	for line := range strings.SplitSeq(metricsText(t, admin), "\n") {
 		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			return f
@@ -602,8 +596,8 @@ func allMatch(vs []*view, tr *truth) bool {
 	return true
 }
 
-// metricSum sums every sample of a metric on a Prometheus text endpoint.
-func metricSum(t *testing.T, admin, name string) float64 {
+// metricsText fetches a process's /metrics (Prometheus text).
+func metricsText(t *testing.T, admin string) string {
 	t.Helper()
 	resp, err := newHTTPClient().Get(admin + "/metrics")
 	if err != nil {
@@ -611,8 +605,14 @@ func metricSum(t *testing.T, admin, name string) float64 {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// metricSum sums every sample of a metric on a Prometheus text endpoint.
+func metricSum(t *testing.T, admin, name string) float64 {
+	t.Helper()
 	sum := 0.0
-	for line := range strings.SplitSeq(string(b), "\n") {
+	for line := range strings.SplitSeq(metricsText(t, admin), "\n") {
 		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
 			f := strings.Fields(line)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)

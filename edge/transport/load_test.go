@@ -319,12 +319,7 @@ func BenchmarkIdleRiderMemory(b *testing.B) {
 				pprof.Lookup("goroutine").WriteTo(f, 1)
 				f.Close()
 			}
-			perHeap := float64(int64(h1)-int64(h0)) / float64(n)
-			perStack := float64(int64(s1)-int64(s0)) / float64(n)
-			b.ReportMetric(perHeap, "heap-B/rider")
-			b.ReportMetric(perStack, "stack-B/rider")
-			b.ReportMetric(perHeap+perStack, "B/rider")
-			b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/rider")
+			reportPerRider(b, n, h0, s0, g0, h1, s1, g1)
 			c.stop(b)
 			warm.stop(b)
 		})
@@ -376,12 +371,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		sessions[i], dones[i] = open()
 	}
 	h1, s1, g1 := liveMemory()
-	perHeap := float64(int64(h1)-int64(h0)) / float64(n)
-	perStack := float64(int64(s1)-int64(s0)) / float64(n)
-	b.ReportMetric(perHeap, "heap-B/rider")
-	b.ReportMetric(perStack, "stack-B/rider")
-	b.ReportMetric(perHeap+perStack, "B/rider")
-	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/rider")
+	reportPerRider(b, n, h0, s0, g0, h1, s1, g1)
 	for i, s := range append(sessions, warm) {
 		s.Close()
 		if i < n {
@@ -432,14 +422,20 @@ func BenchmarkIdleGRPCFloor(b *testing.B) {
 	h0, s0, g0 := liveMemory()
 	c := startChild(b, "grpc", l.Addr().String(), n, 10)
 	h1, s1, g1 := liveMemory()
+	reportPerRider(b, n, h0, s0, g0, h1, s1, g1)
+	c.stop(b)
+	warm.stop(b)
+}
+
+// reportPerRider reports the heap, stack and goroutines that n riders added between two
+// liveMemory samples.
+func reportPerRider(b *testing.B, n int, h0, s0 uint64, g0 int, h1, s1 uint64, g1 int) {
 	perHeap := float64(int64(h1)-int64(h0)) / float64(n)
 	perStack := float64(int64(s1)-int64(s0)) / float64(n)
 	b.ReportMetric(perHeap, "heap-B/rider")
 	b.ReportMetric(perStack, "stack-B/rider")
 	b.ReportMetric(perHeap+perStack, "B/rider")
 	b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/rider")
-	c.stop(b)
-	warm.stop(b)
 }
 
 // cpuTime returns the process's user+system CPU time.
