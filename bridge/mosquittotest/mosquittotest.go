@@ -19,9 +19,7 @@
 package mosquittotest
 
 import (
-	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -32,6 +30,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshcast/meshcast/core/testport"
 )
 
 // DefaultBin is where Debian installs mosquitto.
@@ -362,31 +362,6 @@ func (b *Broker) LogTail(lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// ports hands out loopback ports in 10000-14999 (below the Redis harness's range and the
-// kernel's ephemeral range) that this process has not used yet and that were free when checked.
-var ports struct {
-	sync.Mutex
-	used map[int]bool
-}
-
-func freePort() (int, error) {
-	ports.Lock()
-	defer ports.Unlock()
-	if ports.used == nil {
-		ports.used = map[int]bool{}
-	}
-	for range 200 {
-		p := 10000 + rand.IntN(5000)
-		if ports.used[p] {
-			continue
-		}
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		ports.used[p] = true
-		return p, nil
-	}
-	return 0, errors.New("no free loopback port found in 10000-14999")
-}
+// freePort returns a loopback port in 10000-14999: below the Redis harness's range and the
+// kernel's ephemeral range.
+func freePort() (int, error) { return testport.Free(10000, 15000) }

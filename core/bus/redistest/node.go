@@ -1,10 +1,7 @@
 package redistest
 
 import (
-	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshcast/meshcast/core/testport"
 )
 
 // controlTimeout bounds every control command the harness sends.
@@ -148,38 +147,8 @@ func (n *Node) waitPing(deadline time.Time) error {
 	}
 }
 
-// ports hands out loopback ports that this process has not used yet and that are free, together
-// with port+10000 (the cluster bus port), at the time of the check.
-var ports struct {
-	sync.Mutex
-	used map[int]bool
-}
-
-func freePort() (int, error) {
-	ports.Lock()
-	defer ports.Unlock()
-	if ports.used == nil {
-		ports.used = map[int]bool{}
-	}
-	for range 200 {
-		p := 15000 + rand.IntN(15000)
-		if ports.used[p] || !canListen(p) || !canListen(p+10000) {
-			continue
-		}
-		ports.used[p] = true
-		return p, nil
-	}
-	return 0, errors.New("no free loopback port pair found in 15000-29999")
-}
-
-func canListen(p int) bool {
-	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-	if err != nil {
-		return false
-	}
-	l.Close()
-	return true
-}
+// freePort returns a loopback port in 15000-29999 whose cluster bus port (port+10000) is free too.
+func freePort() (int, error) { return testport.Free(15000, 30000, 10000) }
 
 // newNode prepares (but does not start) a server on a free port in its own directory under dir.
 func newNode(bin, dir string, extra func(port int) []string) (*Node, error) {
