@@ -53,7 +53,7 @@ func (s *Server) watch(st grpc.ServerStream) error {
 	// The stream waits on its own context (max age, drain, stop); the client going away closes
 	// the session.
 	stopAfter := context.AfterFunc(st.Context(), rs.sess.Close)
-	err = clientGone(st, rs.endCause(s.sendFrames(rs.ctx, rs.sess, st)))
+	err = clientGone(st, rs.endCause(s.sendFrames(rs, st)))
 	stopAfter()
 	rs.end(err)
 	return grpcError(err)
@@ -137,7 +137,7 @@ func (s *Server) track(st grpc.ServerStream) error {
 			}
 		}
 	}()
-	err = s.sendFrames(rs.ctx, sess, st)
+	err = s.sendFrames(rs, st)
 	mu.Lock()
 	if moveErr != nil {
 		err = moveErr
@@ -174,19 +174,19 @@ func recvRequest(st grpc.ServerStream) (*meshcastv1.WatchRequest, error) {
 
 // sendFrames sends every frame of the session as its pre-encoded protobuf bytes until Next or a
 // send fails, or the rider is found too slow (see stallWatch and sendQueue).
-func (s *Server) sendFrames(ctx context.Context, sess *session.Session, st grpc.ServerStream) error {
+func (s *Server) sendFrames(rs *stream, st grpc.ServerStream) error {
 	var (
 		buf []session.Frame
 		msg rawMessage
 	)
 	q := newSendQueue(connFrom(st.Context()), s.o.SendBuffer) // gRPC-Web on HTTP/1.1 only
 	var wd *stallWatch
-	if q == nil && grpcClient(st.Context()).transport == nameGRPC {
+	if q == nil && rs.transport == nameGRPC {
 		wd = newStallWatch(st, s.o.WriteTimeout)
 		defer wd.stop()
 	}
 	for {
-		frames, err := sess.Next(ctx, buf)
+		frames, err := rs.sess.Next(rs.ctx, buf)
 		if err != nil {
 			return err
 		}
