@@ -29,13 +29,21 @@ const waitLimit = 60 * time.Second
 // waitFor polls cond until it holds, failing the test after waitLimit.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	deadline := time.Now().Add(waitLimit)
+	if !waitUntil(waitLimit, 20*time.Millisecond, cond) {
+		tb.Fatalf("timed out after %v waiting for %s", waitLimit, what)
+	}
+}
+
+// waitUntil polls cond every interval until it holds (true) or limit has passed (false).
+func waitUntil(limit, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", waitLimit, what)
+			return false
 		}
-		time.Sleep(20 * time.Millisecond) // polling interval of a condition wait
+		time.Sleep(interval) // polling interval of a condition wait
 	}
+	return true
 }
 
 var (

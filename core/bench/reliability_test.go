@@ -263,17 +263,13 @@ func TestSlowConsumers(t *testing.T) {
 	l.rs.measure()
 	start := time.Now()
 	rssMax := rssBase
-	cutAll := false
-	for deadline := time.Now().Add(cutLimit); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) { // condition poll
+	cutAll := waitUntil(cutLimit, 50*time.Millisecond, func() bool {
 		rssMax = max(rssMax, rss())
 		if l.rs.hist.Count() >= samples {
 			l.rs.measuring.Store(false) // the window ends, as the others, after this many upserts
 		}
-		if tooSlow()-cut0 >= stalledN {
-			cutAll = true
-			break
-		}
-	}
+		return tooSlow()-cut0 >= stalledN
+	})
 	recovery := time.Since(start)
 	p99With, nWith := l.rs.hist.Quantile(0.99), l.rs.hist.Count()
 	// The stalled riders read again: each must find its stream ended as too slow.
@@ -554,29 +550,25 @@ func faultCase(t *testing.T, name string, o deployOptions, fault func(*testing.T
 	if roundAfter {
 		tr.round(t)
 	}
-	deadline := time.Now().Add(waitLimit)
-	for !allMatch(views, tr) {
-		if time.Now().After(deadline) {
-			for _, v := range views {
-				if diff := v.diff(tr); diff != "" {
-					t.Errorf("view %d: %s", v.n, diff)
-				}
+	if !waitUntil(waitLimit, 20*time.Millisecond, func() bool { return allMatch(views, tr) }) {
+		for _, v := range views {
+			if diff := v.diff(tr); diff != "" {
+				t.Errorf("view %d: %s", v.n, diff)
 			}
-			published, failed := tr.pub.Stats()
-			t.Logf("truth: %d rounds of %d, publisher acknowledged %d, gave up %d; bridge received %.0f, applied %.0f",
-				tr.rounds, tr.n, published, failed, metricSum(t, d.bridge.admin, "meshcast_bridge_messages_received_total"),
-				metricSum(t, d.bridge.admin, "meshcast_bridge_messages_applied_total"))
-			for _, m := range []string{"meshcast_bridge_events_published_total", "meshcast_bridge_bus_errors_total", "meshcast_hub_events_received_total",
-				"meshcast_hub_deliveries_total", "meshcast_hub_expired_total", "meshcast_hub_resyncs_total"} {
-				admin := d.edge.admin
-				if strings.HasPrefix(m, "meshcast_bridge") {
-					admin = d.bridge.admin
-				}
-				t.Logf("%s %.0f", m, metricSum(t, admin, m))
-			}
-			t.FailNow()
 		}
-		time.Sleep(20 * time.Millisecond) // polling a condition
+		published, failed := tr.pub.Stats()
+		t.Logf("truth: %d rounds of %d, publisher acknowledged %d, gave up %d; bridge received %.0f, applied %.0f",
+			tr.rounds, tr.n, published, failed, metricSum(t, d.bridge.admin, "meshcast_bridge_messages_received_total"),
+			metricSum(t, d.bridge.admin, "meshcast_bridge_messages_applied_total"))
+		for _, m := range []string{"meshcast_bridge_events_published_total", "meshcast_bridge_bus_errors_total", "meshcast_hub_events_received_total",
+			"meshcast_hub_deliveries_total", "meshcast_hub_expired_total", "meshcast_hub_resyncs_total"} {
+			admin := d.edge.admin
+			if strings.HasPrefix(m, "meshcast_bridge") {
+				admin = d.bridge.admin
+			}
+			t.Logf("%s %.0f", m, metricSum(t, admin, m))
+		}
+		t.FailNow()
 	}
 	rec := time.Since(start)
 	recon := 0
@@ -644,12 +636,8 @@ func TestVehicleReturnsAfterExpiry(t *testing.T) {
 	})
 	start := time.Now()
 	tr.round(t)
-	deadline := time.Now().Add(waitLimit)
-	for !allMatch(views, tr) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after expiry, resumed fixes did not reach the riders: view 0: %s", views[0].diff(tr))
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition
+	if !waitUntil(waitLimit, 20*time.Millisecond, func() bool { return allMatch(views, tr) }) {
+		t.Fatalf("after expiry, resumed fixes did not reach the riders: view 0: %s", views[0].diff(tr))
 	}
 	report(row{name: "vehicles return after TTL expiry", kept: "2/2 watching riders", lost: "0 (final view = truth)", recovery: time.Since(start),
 		notes: "fixes stopped for longer than the TTL, then resumed"})
