@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,28 +143,45 @@ func httpStatus(url string) int {
 	return resp.StatusCode
 }
 
-// TestKillNineLosesNothing kills `meshcast bridge` with SIGKILL in the middle of a stream and
-// starts it again with the same client id: every fix sent ends up applied (its upsert was
-// published, by the first or the second process), thanks to manual acknowledgement and the
-// broker's redelivery of the persistent session.
-func TestKillNineLosesNothing(t *testing.T) {
-	bin := meshcastBinary(t)
-	broker := mosquittotest.Start(t)
-	prefix := uniquePrefix()
-	args := []string{"-broker", broker.URL(), "-bus", cluster.URL(), "-bus-prefix", prefix,
-		"-client-id", "bridge-kill9", "-zones", "deploy/zones/tokyo.geojson", "-ttl", "1h", "-log-level", "warn",
-		"-workers", "16", "-queue", "32"}
-	first := startBridgeProc(t, bin, args...)
+// restartCase is the setup of the tests that stop a bridge mid-stream and start another with
+// the same client id: a bridge process on its own broker and a fresh bus prefix, and a recorder
+// of the events it publishes on the Tokyo Station and Shinjuku meshes.
+type restartCase struct {
+	bin    string
+	broker *mosquittotest.Broker
+	args   []string // the bridge's, for its successor
+	first  *bridgeProc
+	rec    *recorder
+	bus    bus.Bus
+}
 
-	// Every vehicle alternates between two meshes, always vacant: every fix makes an upsert.
-	places := [2][2]float64{tokyoStation, shinjuku}
-	rec := &recorder{}
+func startRestartCase(t *testing.T, clientID string, workers int) *restartCase {
+	rc := &restartCase{bin: meshcastBinary(t), broker: mosquittotest.Start(t), rec: &recorder{}}
+	prefix := uniquePrefix()
+	rc.args = []string{"-broker", rc.broker.URL(), "-bus", cluster.URL(), "-bus-prefix", prefix,
+		"-client-id", clientID, "-zones", "deploy/zones/tokyo.geojson", "-ttl", "1h", "-log-level", "warn",
+		"-workers", strconv.Itoa(workers), "-queue", "32"}
+	rc.first = startBridgeProc(t, rc.bin, rc.args...)
 	tb, err := bus.Open(context.Background(), cluster.URL(), bus.Options{KeyPrefix: prefix, TTL: time.Hour, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tb.Close() })
-	subscribe(t, tb, rec, meshStation, meshShinjuk)
+	rc.bus = tb
+	subscribe(t, tb, rc.rec, meshStation, meshShinjuk)
+	return rc
+}
+
+// TestKillNineLosesNothing kills `meshcast bridge` with SIGKILL in the middle of a stream and
+// starts it again with the same client id: every fix sent ends up applied (its upsert was
+// published, by the first or the second process), thanks to manual acknowledgement and the
+// broker's redelivery of the persistent session.
+func TestKillNineLosesNothing(t *testing.T) {
+	rc := startRestartCase(t, "bridge-kill9", 16)
+	bin, broker, args, first, rec, tb := rc.bin, rc.broker, rc.args, rc.first, rc.rec, rc.bus
+
+	// Every vehicle alternates between two meshes, always vacant: every fix makes an upsert.
+	places := [2][2]float64{tokyoStation, shinjuku}
 
 	const vehicles, fixes = 50, 80
 	total := vehicles * fixes

@@ -1,14 +1,11 @@
 package bridge_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
-	"github.com/meshcast/meshcast/core/bus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 )
@@ -51,22 +48,10 @@ func procMetric(t testing.TB, admin, name string, labels ...string) float64 {
 // the next bridge with the same client id gets no fix again that was already applied (no
 // "stale" result) and every fix ends up applied exactly once.
 func TestSIGTERMFinishesAndAcknowledges(t *testing.T) {
-	bin := meshcastBinary(t)
-	broker := mosquittotest.Start(t)
-	prefix := uniquePrefix()
-	args := []string{"-broker", broker.URL(), "-bus", cluster.URL(), "-bus-prefix", prefix,
-		"-client-id", "bridge-sigterm", "-zones", "deploy/zones/tokyo.geojson", "-ttl", "1h", "-log-level", "warn",
-		"-workers", "8", "-queue", "32"}
-	first := startBridgeProc(t, bin, args...)
+	rc := startRestartCase(t, "bridge-sigterm", 8)
+	bin, broker, args, first, rec := rc.bin, rc.broker, rc.args, rc.first, rc.rec
 
 	places := [2][2]float64{tokyoStation, shinjuku}
-	rec := &recorder{}
-	tb, err := bus.Open(context.Background(), cluster.URL(), bus.Options{KeyPrefix: prefix, TTL: time.Hour, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tb.Close() })
-	subscribe(t, tb, rec, meshStation, meshShinjuk)
 
 	const vehicles, fixes = 40, 50
 	total := vehicles * fixes
