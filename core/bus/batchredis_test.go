@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,7 +39,9 @@ func (l *eventLog) on(m mesh.Code) []string {
 }
 
 // TestRedisBatchScripts runs the two Apply scripts on hand-made batches: several vehicles and
-// meshes in one call, the same vehicle more than once, and results routed back per item.
+// meshes in one call, the same vehicle more than once, and results routed back per item. The
+// fixes are older than the TTL's cutoff, so the test turns the write script's random trim off:
+// a trim would delete what it checks (TestRedisWriteTrim covers the trim).
 func TestRedisBatchScripts(t *testing.T) {
 	s := redistest.StartSingle(t)
 	ctx := context.Background()
@@ -49,6 +52,7 @@ func TestRedisBatchScripts(t *testing.T) {
 	}
 	defer bb.Close()
 	b := bb.(*redisBus)
+	b.trimNow = func() bool { return false }
 
 	const mA, mB, mC = "53394611", "53394612", "53394621"
 	csc, wsc := new(casScratch), new(writeScratch) // reused by every call, like a bucket's
@@ -173,5 +177,67 @@ func TestRedisBatchScripts(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// TestRedisWriteTrim decides the write script's trim (random in production) and checks what it
+// does: a batch without it keeps the entries at or before the cutoff (now - TTL), vehicles and
+// tombstones alike; a batch with it deletes them from the meshes it writes and keeps the newer
+// ones; a mesh the batch does not write is left alone.
+func TestRedisWriteTrim(t *testing.T) {
+	s := redistest.StartSingle(t)
+	ctx := context.Background()
+	const now, ttl = 1_700_000_000_000, 10_000
+	bb, err := Open(ctx, s.URL(), Options{KeyPrefix: "tr", TTL: ttl * time.Millisecond, Now: func() time.Time { return time.UnixMilli(now) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	b := bb.(*redisBus)
+	var trim atomic.Bool
+	b.trimNow = trim.Load
+
+	const mA, mB = "53394611", "53394612"
+	sc := new(writeScratch)
+	write := func(m, id string, ts int64, upsert bool) {
+		t.Helper()
+		entry := fmt.Sprintf("%d|", ts)
+		if upsert {
+			entry += "v" // the script reads only the fix time before '|'
+		}
+		c := []*call[writeReq, bool]{{req: writeReq{mesh: m, id: id, entry: entry, event: "e"}}}
+		if err := b.execWrite(ctx, c, sc); err != nil || !c[0].res || c[0].err != nil {
+			t.Fatalf("write %s %s@%d: %v, %v, %v", m, id, ts, err, c[0].res, c[0].err)
+		}
+	}
+	ids := func(m string) []string {
+		t.Helper()
+		h, _ := b.meshKeys(m)
+		v, err := s.Do("HKEYS", h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, k := range v.([]any) {
+			out = append(out, k.(string))
+		}
+		slices.Sort(out)
+		return out
+	}
+	cutoff := int64(now - ttl)
+	write(mA, "f/old", cutoff, true) // exactly TTL old: trimmed
+	write(mA, "f/gone", cutoff-5, false)
+	write(mA, "f/new", cutoff+1, true)
+	write(mB, "f/old", cutoff-1, true)
+	if got, want := ids(mA), []string{"f/gone", "f/new", "f/old"}; !slices.Equal(got, want) {
+		t.Fatalf("mesh A without trims = %v, want %v", got, want)
+	}
+	trim.Store(true)
+	write(mA, "f/next", now, true)
+	if got, want := ids(mA), []string{"f/new", "f/next"}; !slices.Equal(got, want) {
+		t.Fatalf("mesh A after a trimmed write = %v, want %v", got, want)
+	}
+	if got, want := ids(mB), []string{"f/old"}; !slices.Equal(got, want) {
+		t.Fatalf("mesh B (not written) = %v, want %v", got, want)
 	}
 }

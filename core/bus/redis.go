@@ -166,6 +166,10 @@ type redisBus struct {
 	stateTTL string // PEXPIRE of the vehicle state, ms
 	closed   atomic.Bool
 
+	// trimNow says whether a mesh written by a batch is trimmed in that batch: 1 in trimEvery at
+	// random (tests set it, before the first Apply, to decide).
+	trimNow func() bool
+
 	casB   []*batcher[casReq, casRes] // per vehicle bucket
 	writeB []*batcher[writeReq, bool] // per mesh bucket
 	ctx    context.Context            // cancelled by Close: ends the batches in flight
@@ -216,6 +220,7 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 		snapshot: rueidis.NewLuaScriptRetryable(snapshotScript),
 		keyTTL:   strconv.FormatInt((2 * o.TTL).Milliseconds(), 10),
 		stateTTL: strconv.FormatInt(o.StateTTL.Milliseconds(), 10),
+		trimNow:  func() bool { return rand.IntN(trimEvery) == 0 },
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.casB = make([]*batcher[casReq, casRes], vehicleBuckets)
@@ -439,7 +444,7 @@ func (b *redisBus) execWrite(ctx context.Context, calls []*call[writeReq, bool],
 		h, ch := b.meshKeys(m)
 		keys = append(keys, h, ch)
 		t := byte('0')
-		if rand.IntN(trimEvery) == 0 {
+		if b.trimNow() {
 			t = '1'
 		}
 		trims = append(trims, t)
