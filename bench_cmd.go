@@ -12,7 +12,6 @@ import (
 
 	"github.com/meshcast/meshcast/core/bench"
 	"github.com/meshcast/meshcast/core/config"
-	"github.com/meshcast/meshcast/core/geofence"
 )
 
 func init() {
@@ -46,7 +45,7 @@ riders use -procs to spread them over child processes (each on its own
 	concurrency := fs.Int("connect-concurrency", 64, "riders connecting at once (per process)")
 	grpcConns := fs.Int("grpc-conns", 8, "HTTP/2 connections per edge and process shared by the gRPC riders")
 	procs := fs.Int("procs", 1, "child processes holding the riders (1: this process)")
-	zonesFile := fs.String("zones", "deploy/zones/tokyo.geojson", "GeoJSON zones file: the taxis drive and the riders stand in its service area")
+	zonesFile := fs.String("zones", "", zonesUsage)
 	seed := fs.Uint64("seed", 1, "random seed of the taxis and the rider positions")
 	edgePIDs := fs.String("edge-pid", "", "edge process ids to sample from /proc, comma-separated")
 	bridgePIDs := fs.String("bridge-pid", "", "bridge process ids to sample from /proc, comma-separated")
@@ -61,9 +60,9 @@ riders use -procs to spread them over child processes (each on its own
 	if err != nil {
 		return err
 	}
-	zones, err := geofence.LoadFile(*zonesFile)
+	zones, err := loadZones(*zonesFile)
 	if err != nil {
-		return fmt.Errorf("zones %s: %w", *zonesFile, err)
+		return err
 	}
 	if *radius == 0 || *radius > 1<<31 {
 		return fmt.Errorf("-radius %d: want 1..%d", *radius, 1<<31)

@@ -17,7 +17,6 @@ import (
 	"github.com/meshcast/meshcast/bridge"
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/config"
-	"github.com/meshcast/meshcast/core/geofence"
 	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/core/telemetry"
@@ -50,7 +49,7 @@ and the same group.`)
 	drain := fs.Duration("drain-timeout", bridge.DefaultDrainTimeout, "on shutdown, how long to finish queued messages before handing the rest back")
 	busAddr := fs.String("bus", "redis://127.0.0.1:6379", "bus address: redis://host:port, redis+cluster://host:port,host:port, memory://")
 	busPrefix := fs.String("bus-prefix", "mc", "prefix of every Redis key and channel")
-	zonesFile := fs.String("zones", "deploy/zones/tokyo.geojson", "GeoJSON FeatureCollection of service_area and no_dispatch zones")
+	zonesFile := fs.String("zones", "", zonesUsage)
 	ttl := fs.Duration("ttl", telemetry.DefaultTTL, "how long a fix keeps a vehicle dispatchable")
 	maxSkew := fs.Duration("max-skew", telemetry.DefaultMaxSkew, "how far in the future a fix's ts may be")
 	maxPayload := fs.Int("max-payload", telemetry.MaxPayloadBytes, "largest payload accepted, in bytes")
@@ -82,9 +81,9 @@ and the same group.`)
 	if *ttl <= 0 || *maxSkew < 0 {
 		return errors.New("-ttl must be positive and -max-skew not negative")
 	}
-	zones, err := geofence.LoadFile(*zonesFile)
+	zones, err := loadZones(*zonesFile)
 	if err != nil {
-		return fmt.Errorf("zones %s: %w", *zonesFile, err)
+		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

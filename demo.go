@@ -18,7 +18,6 @@ import (
 	"github.com/meshcast/meshcast/bridge/sim"
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/config"
-	"github.com/meshcast/meshcast/core/geofence"
 	"github.com/meshcast/meshcast/core/telemetry"
 	"github.com/meshcast/meshcast/edge"
 	"github.com/meshcast/meshcast/web"
@@ -41,7 +40,7 @@ Stops cleanly on Ctrl-C.`)
 	mqttAddr := fs.String("mqtt", broker.DefaultAddr, "address of the embedded MQTT broker (loopback)")
 	brokerURL := fs.String("broker", "", "use this MQTT broker (mqtt://host:port) instead of the embedded one")
 	busAddr := fs.String("bus", "memory://", "bus: memory://, redis://host:port or redis+cluster://host:port,...")
-	zonesFile := fs.String("zones", "deploy/zones/tokyo.geojson", "GeoJSON zones file (service areas and no-dispatch zones)")
+	zonesFile := fs.String("zones", "", zonesUsage)
 	taxis := fs.Int("taxis", 1000, "simulated taxis (0: none; publish your own to taxi/<fleet>/<vehicle>/state)")
 	timeScale := fs.Float64("time-scale", 20, "divide the simulated status durations by this, for a lively map")
 	seed := fs.Uint64("seed", 1, "simulator random seed")
@@ -58,9 +57,9 @@ Stops cleanly on Ctrl-C.`)
 	if *taxis < 0 {
 		return fmt.Errorf("-taxis %d must not be negative", *taxis)
 	}
-	zones, err := geofence.LoadFile(*zonesFile)
+	zones, err := loadZones(*zonesFile)
 	if err != nil {
-		return fmt.Errorf("zones %s: %w", *zonesFile, err)
+		return err
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -175,7 +174,7 @@ Stops cleanly on Ctrl-C.`)
   bus          %s
   admin        %s
   simulator    %d taxis in the service area of %s
-`, host, host, host, addr, mqttURL, *busAddr, orOff(*admin), *taxis, *zonesFile)
+`, host, host, host, addr, mqttURL, *busAddr, orOff(*admin), *taxis, zonesName(*zonesFile))
 
 	<-ctx.Done()
 	logger.Info("demo stopping")

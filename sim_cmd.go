@@ -13,7 +13,6 @@ import (
 
 	"github.com/meshcast/meshcast/bridge/sim"
 	"github.com/meshcast/meshcast/core/config"
-	"github.com/meshcast/meshcast/core/geofence"
 )
 
 func init() {
@@ -37,7 +36,7 @@ by -record) instead.`)
 	seed := fs.Uint64("seed", 1, "random seed (the same seed gives the same drives)")
 	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
 	fleet := fs.String("fleet", sim.DefaultFleet, "fleet names, comma-separated (taxis are assigned round-robin)")
-	zonesFile := fs.String("zones", "deploy/zones/tokyo.geojson", "GeoJSON zones file whose service area the taxis drive in")
+	zonesFile := fs.String("zones", "", zonesUsage)
 	timeScale := fs.Float64("time-scale", 1, "divide the status durations (minutes) by this, e.g. 30 for a lively demo")
 	format := fs.String("format", "json", "payload format: json or proto")
 	conns := fs.Int("conns", 1, "MQTT connections")
@@ -96,9 +95,9 @@ by -record) instead.`)
 }
 
 func simDrive(ctx context.Context, pub *sim.Publisher, cfg sim.Config, rate float64, zonesFile, record string) error {
-	zones, err := geofence.LoadFile(zonesFile)
+	zones, err := loadZones(zonesFile)
 	if err != nil {
-		return fmt.Errorf("zones %s: %w", zonesFile, err)
+		return err
 	}
 	cfg.Zones = zones
 	if rate > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	_ "embed"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,6 +12,41 @@ import (
 	"github.com/meshcast/meshcast/core/geofence"
 	"github.com/meshcast/meshcast/core/mesh"
 )
+
+// tokyoZones is deploy/zones/tokyo.geojson, built into the binary so that every subcommand
+// works from any folder; -zones replaces it.
+//
+//go:embed deploy/zones/tokyo.geojson
+var tokyoZones []byte
+
+// zonesUsage is the usage text of every subcommand's -zones flag, whose default is "" (the
+// built-in zones).
+const zonesUsage = "GeoJSON FeatureCollection of service_area and no_dispatch zones (empty: the built-in copy of deploy/zones/tokyo.geojson, 23 wards of Tokyo)"
+
+// loadZones loads the zones file named by a -zones flag, or the built-in Tokyo zones when
+// file is empty.
+func loadZones(file string) (*geofence.Set, error) {
+	if file == "" {
+		set, err := geofence.Parse(tokyoZones)
+		if err != nil {
+			return nil, fmt.Errorf("built-in zones: %w", err)
+		}
+		return set, nil
+	}
+	set, err := geofence.LoadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("zones %s: %w", file, err)
+	}
+	return set, nil
+}
+
+// zonesName names the zones a -zones flag selects, for messages.
+func zonesName(file string) string {
+	if file == "" {
+		return "the built-in Tokyo zones"
+	}
+	return file
+}
 
 func init() {
 	register("zones", "validate a GeoJSON zones file and classify points against it", runZones)
@@ -23,11 +59,11 @@ func runZones(_ context.Context, args []string, stdout io.Writer) error {
 
 Arguments after the flags are points as "lat,lon"; for each, the third-order
 mesh, the service area and the no-dispatch zone it falls in are printed.`)
-	file := fs.String("zones", "deploy/zones/tokyo.geojson", "GeoJSON FeatureCollection of service_area and no_dispatch zones")
+	file := fs.String("zones", "", zonesUsage)
 	if err := config.Parse(fs, args, nil); err != nil {
 		return err
 	}
-	set, err := geofence.LoadFile(*file)
+	set, err := loadZones(*file)
 	if err != nil {
 		return err
 	}
@@ -40,7 +76,7 @@ mesh, the service area and the no-dispatch zone it falls in are printed.`)
 			nd++
 		}
 	}
-	fmt.Fprintf(stdout, "%s: ok, %d service areas, %d no-dispatch zones\n", *file, areas, nd)
+	fmt.Fprintf(stdout, "%s: ok, %d service areas, %d no-dispatch zones\n", zonesName(*file), areas, nd)
 	for _, z := range zones {
 		fmt.Fprintf(stdout, "  #%-3d %-12s %s\n", z.Index, z.Kind, z.Name)
 	}
