@@ -2,23 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"strings"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/meshcast/meshcast/bridge"
-	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/config"
-	"github.com/meshcast/meshcast/core/mesh"
-	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/core/telemetry"
 )
 
@@ -75,72 +68,20 @@ and the same group.`)
 	default:
 		debug.SetGCPercent(*gcPercent)
 	}
-	if *maxPayload < 1 || *maxPayload > 1<<20 {
-		return fmt.Errorf("-max-payload %d out of range [1, 1048576]", *maxPayload)
-	}
-	if *ttl <= 0 || *maxSkew < 0 {
-		return errors.New("-ttl must be positive and -max-skew not negative")
-	}
 	zones, err := loadZones(*zonesFile)
 	if err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	b, err := bus.Open(octx, *busAddr, bus.Options{TTL: *ttl, KeyPrefix: *busPrefix, Logger: logger, Registerer: reg})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("bus %s: %w", *busAddr, err)
-	}
-	defer b.Close()
-
-	br, err := bridge.New(bridge.Config{
+	return bridge.Run(ctx, bridge.Config{
 		Brokers: splitCommaList(*brokers), ClientID: *clientID, Username: *username, Password: *password,
 		Group: *group, TopicFilter: *topic, Workers: *workers, QueueSize: *queue, ReceiveMaximum: *receiveMax,
 		SessionExpiry: *sessionExpiry, KeepAlive: *keepAlive, AckInterval: *ackInterval, DrainTimeout: *drain,
-		Bus:        b,
+		BusAddr: *busAddr, BusPrefix: *busPrefix, Admin: *admin,
 		Classifier: &telemetry.Classifier{Zones: zones, TTL: *ttl, MaxSkew: *maxSkew},
 		Decoder:    telemetry.Decoder{MaxPayloadBytes: *maxPayload},
-		Logger:     logger, Registerer: reg,
+		Logger:     logger,
+		Ready:      func(admin net.Addr) { fmt.Fprintf(stdout, "admin listening on http://%s\n", admin) },
 	})
-	if err != nil {
-		return err
-	}
-	if *admin != "" {
-		// Ready: connected and subscribed to the broker, not stopping, and the bus answers.
-		probeMesh, _ := mesh.Third(35.681236, 139.767125)
-		busReady := ops.Cached(time.Second, 500*time.Millisecond, func(ctx context.Context) error {
-			_, err := b.Snapshot(ctx, probeMesh)
-			return err
-		})
-		stop, err := serveBridgeAdmin(*admin, reg, br.Ready, busReady, logger, stdout)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
-	return br.Run(ctx)
-}
-
-// serveBridgeAdmin serves the admin endpoints (core/ops) on addr and prints the address it
-// listens on (useful with port 0). stop shuts it down.
-func serveBridgeAdmin(addr string, g prometheus.Gatherer, ready func() bool, busReady func() error, logger *slog.Logger, stdout io.Writer) (stop func(), err error) {
-	a, err := ops.ServeAdmin(addr, g, func() error {
-		if !ready() {
-			return errors.New("broker not connected and subscribed, or shutting down")
-		}
-		if err := busReady(); err != nil {
-			return fmt.Errorf("bus: %w", err)
-		}
-		return nil
-	}, logger)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(stdout, "admin listening on http://%s\n", a.Addr())
-	return a.Close, nil
 }
 
 // bridgeLogger returns a slog logger writing to stderr.

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/meshcast/meshcast/bridge"
 	"github.com/meshcast/meshcast/bridge/broker"
 	"github.com/meshcast/meshcast/bridge/sim"
@@ -88,13 +86,9 @@ Stops cleanly on Ctrl-C.`)
 		mqttURL = brk.URL()
 	}
 
-	br, err := bridge.New(bridge.Config{
+	bc := bridge.Config{
 		Brokers: []string{mqttURL}, ClientID: "meshcast-demo-bridge", Bus: b,
-		Classifier: &telemetry.Classifier{Zones: zones, TTL: *ttl},
-		Logger:     logger, Registerer: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		return err
+		Classifier: &telemetry.Classifier{Zones: zones, TTL: *ttl}, Logger: logger,
 	}
 
 	pages := http.NewServeMux()
@@ -128,7 +122,7 @@ Stops cleanly on Ctrl-C.`)
 			}
 		}()
 	}
-	run("bridge", func() error { return br.Run(ctx) })
+	run("bridge", func() error { return bridge.Run(ctx, bc) })
 	run("edge", func() error { return edge.Run(ctx, ec) })
 
 	var addr net.Addr

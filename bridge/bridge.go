@@ -13,6 +13,13 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/mesh"
+	"github.com/meshcast/meshcast/core/ops"
+	"github.com/meshcast/meshcast/core/telemetry"
 )
 
 // Bridge is one MQTT ingest process: a persistent MQTT session with a shared subscription and
@@ -33,8 +40,74 @@ type Bridge struct {
 	wg         sync.WaitGroup
 }
 
+// Run runs one bridge process until ctx ends, as edge.Run runs an edge: it validates c, opens
+// the bus at c.BusAddr unless c.Bus is set, registers the bridge's metrics with the Go and
+// process collectors in a registry of its own, serves the admin endpoints on c.Admin when set
+// (ready: connected and subscribed to the broker, not stopping, and the bus answers), and runs
+// the bridge ((*Bridge).Run: it drains on the way out); then it closes what it opened. It
+// returns nil after a clean stop.
+func Run(ctx context.Context, c Config) error {
+	if _, _, err := c.withDefaults(); err != nil {
+		return err
+	}
+	logger := c.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c.Registerer = reg
+	if c.Bus == nil {
+		ttl := c.Classifier.TTL
+		if ttl == 0 {
+			ttl = telemetry.DefaultTTL
+		}
+		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		b, err := bus.Open(octx, c.BusAddr, bus.Options{TTL: ttl, KeyPrefix: c.BusPrefix, Logger: logger, Registerer: reg})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("bridge: bus %s: %w", c.BusAddr, err)
+		}
+		defer b.Close()
+		c.Bus = b
+	}
+	br, err := New(c)
+	if err != nil {
+		return err
+	}
+	if c.Admin != "" {
+		// The bus keeps no connection state to read: a snapshot read of one mesh, at most once a
+		// second, tells whether it answers.
+		probeMesh, _ := mesh.Third(35.681236, 139.767125)
+		busReady := ops.Cached(time.Second, 500*time.Millisecond, func(ctx context.Context) error {
+			_, err := c.Bus.Snapshot(ctx, probeMesh)
+			return err
+		})
+		a, err := ops.ServeAdmin(c.Admin, reg, func() error {
+			if !br.Ready() {
+				return errors.New("broker not connected and subscribed, or shutting down")
+			}
+			if err := busReady(); err != nil {
+				return fmt.Errorf("bus: %w", err)
+			}
+			return nil
+		}, logger)
+		if err != nil {
+			return fmt.Errorf("bridge: admin: %w", err)
+		}
+		defer a.Close()
+		if c.Ready != nil {
+			c.Ready(a.Addr())
+		}
+	}
+	return br.Run(ctx)
+}
+
 // New validates cfg, applies the defaults and registers the metrics. It does not connect.
 func New(cfg Config) (*Bridge, error) {
+	if cfg.Bus == nil {
+		return nil, errors.New("bridge: no bus (New needs Config.Bus; Run opens Config.BusAddr)")
+	}
 	cfg, urls, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

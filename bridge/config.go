@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"runtime"
@@ -101,8 +102,19 @@ type Config struct {
 	// RejectLogInterval: at most one log line per rejection reason per interval.
 	RejectLogInterval time.Duration
 
-	// Bus receives the updates. Required.
+	// Bus receives the updates. New requires it; Run opens BusAddr when it is nil (and then
+	// closes it when it stops).
 	Bus bus.Bus
+	// BusAddr is the bus address Run opens when Bus is nil: redis://host:port,
+	// redis+cluster://host:port,..., memory:// (see bus.Open). BusPrefix is the prefix of its
+	// keys and channels (default "mc"); the bus TTL is the Classifier's.
+	BusAddr, BusPrefix string
+	// Admin, for Run: the admin listener's address (/metrics, /healthz, /readyz,
+	// /debug/pprof/; keep it private). Empty: off.
+	Admin string
+	// Ready, for Run, when set, is called once the admin listener accepts connections, with its
+	// address: for logs and tests that listen on port 0.
+	Ready func(admin net.Addr)
 	// Classifier classifies fixes. Default: no zones (nothing dispatchable), default TTL and skew.
 	Classifier *telemetry.Classifier
 	// Decoder decodes payloads (size limit). The zero value applies the defaults.
@@ -118,8 +130,11 @@ type Config struct {
 // withDefaults validates c and fills in the defaults.
 func (c Config) withDefaults() (Config, []*url.URL, error) {
 	var errs []error
-	if c.Bus == nil {
-		errs = append(errs, errors.New("bridge: no bus"))
+	if c.Bus == nil && c.BusAddr == "" {
+		errs = append(errs, errors.New("bridge: no bus (Config.Bus, or for Run Config.BusAddr)"))
+	}
+	if c.BusPrefix == "" {
+		c.BusPrefix = "mc"
 	}
 	if len(c.Brokers) == 0 {
 		c.Brokers = []string{"mqtt://127.0.0.1:1883"}
@@ -192,6 +207,12 @@ func (c Config) withDefaults() (Config, []*url.URL, error) {
 	dur("reject log interval", &c.RejectLogInterval, DefaultRejectLogInterval, time.Millisecond, 24*time.Hour)
 	if c.Classifier == nil {
 		c.Classifier = &telemetry.Classifier{}
+	}
+	if c.Classifier.TTL < 0 || c.Classifier.MaxSkew < 0 {
+		errs = append(errs, fmt.Errorf("bridge: ttl %v and max skew %v must not be negative", c.Classifier.TTL, c.Classifier.MaxSkew))
+	}
+	if m := c.Decoder.MaxPayloadBytes; m < 0 || m > 1<<20 {
+		errs = append(errs, fmt.Errorf("bridge: max payload %d out of range [1, 1048576]", m))
 	}
 	if c.Now == nil {
 		c.Now = time.Now

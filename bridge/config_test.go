@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/telemetry"
 )
 
 func TestConfigDefaultsAndValidation(t *testing.T) {
@@ -42,6 +43,8 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		{"receive maximum", Config{Bus: mem, ReceiveMaximum: 70000}, "receive maximum"},
 		{"session expiry", Config{Bus: mem, SessionExpiry: time.Millisecond}, "session expiry"},
 		{"retry", Config{Bus: mem, RetryMin: time.Second, RetryMax: time.Millisecond}, "retry max"},
+		{"ttl", Config{Bus: mem, Classifier: &telemetry.Classifier{TTL: -time.Second}}, "ttl"},
+		{"max payload", Config{Bus: mem, Decoder: telemetry.Decoder{MaxPayloadBytes: 2 << 20}}, "max payload"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := tt.cfg.withDefaults()
@@ -49,6 +52,17 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 				t.Fatalf("error %v, want one mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestNewNeedsBus: a bus address is enough for Run (which opens it), not for New.
+func TestNewNeedsBus(t *testing.T) {
+	c := Config{BusAddr: "memory://"}
+	if _, _, err := c.withDefaults(); err != nil {
+		t.Fatalf("a config with BusAddr only: %v", err)
+	}
+	if _, err := New(c); err == nil || !strings.Contains(err.Error(), "New needs Config.Bus") {
+		t.Fatalf("New without Bus: %v", err)
 	}
 }
 
