@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshcast/meshcast/core/bench"
@@ -53,8 +55,26 @@ riders use -procs to spread them over child processes (each on its own
 	bridgeAdmin := fs.String("bridge-admin", "", "bridge admin addresses to sample from /metrics when no -bridge-pid, comma-separated")
 	progress := fs.Duration("progress", 5*time.Second, "print progress this often (0: never)")
 	out := fs.String("out", "", "write the result as JSON to this file")
+	fanout := fs.Bool("fanout", false, "run the edge fan-out harness instead: start redis-server and -edge-bin's edge (pinned to -edge-cpu, the rest to -load-cpu), hold -riders (default 5000, the five transports in equal parts unless -mix) at the centres of a 10x10 block of third meshes, publish vehicle fixes straight into Redis at each of -rates delivered events/s and print the edge's CPU, events per write, latency and RSS per step")
+	rates := fs.String("rates", "10000,20000,40000,60000,90000", "with -fanout: delivered events/s of each step, comma-separated (empty: idle riders only, for memory)")
+	knee := fs.Bool("knee", false, "with -fanout: after -rates, keep raising the rate by 25% while a step delivers ≥ 95% with p99 ≤ -knee-p99")
+	kneeP99 := fs.Duration("knee-p99", 50*time.Millisecond, "with -fanout: the p99 bound of the knee")
+	edgeBin := fs.String("edge-bin", "", "with -fanout: the meshcast binary whose edge is measured (default: this one)")
+	edgeFlags := fs.String("edge-flags", "", "with -fanout: extra edge flags, space-separated (e.g. \"-write-delay=0\")")
+	edgeCPU := fs.Int("edge-cpu", 1, "with -fanout: CPU the edge is pinned to (-1: not pinned)")
+	loadCPU := fs.Int("load-cpu", 0, "with -fanout: CPU redis-server, the publisher and the riders are pinned to (-1: not pinned)")
+	redisBin := fs.String("redis-server", "redis-server", "with -fanout: the redis-server binary")
+	idleVehicles := fs.Int("idle-vehicles", 200, "with -fanout: vehicles published before the riders connect")
 	if err := config.Parse(fs, args, nil); err != nil {
 		return err
+	}
+	if *fanout {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		return runFanout(ctx, stdout, fanoutFlags{set: set, riders: *riders, mix: *mix, grpcConns: *grpcConns, radius: *radius,
+			duration: *duration, warmup: *warmup, interval: *interval, seed: *seed, out: *out, rates: *rates, knee: *knee,
+			kneeP99: *kneeP99, edgeBin: *edgeBin, edgeFlags: *edgeFlags, edgeCPU: *edgeCPU, loadCPU: *loadCPU,
+			redisBin: *redisBin, idle: *idleVehicles})
 	}
 	m, err := bench.ParseMix(*mix)
 	if err != nil {
@@ -123,6 +143,81 @@ riders use -procs to spread them over child processes (each on its own
 		}
 		werr := res.WriteJSON(f)
 		return errors.Join(err, werr, f.Close())
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+type fanoutFlags struct {
+	set                          map[string]bool
+	riders, grpcConns, idle      int
+	mix, out, rates              string
+	radius                       uint
+	duration, warmup, interval   time.Duration
+	seed                         uint64
+	knee                         bool
+	kneeP99                      time.Duration
+	edgeBin, edgeFlags, redisBin string
+	edgeCPU, loadCPU             int
+}
+
+// runFanout runs `meshcast bench -fanout` (core/bench.Fanout).
+func runFanout(ctx context.Context, stdout io.Writer, f fanoutFlags) error {
+	cfg := bench.FanoutConfig{EdgeBin: f.edgeBin, EdgeFlags: strings.Fields(f.edgeFlags), RedisBin: f.redisBin,
+		EdgeCPU: f.edgeCPU, LoadCPU: f.loadCPU, GRPCConns: f.grpcConns, Knee: f.knee, KneeP99: f.kneeP99,
+		Interval: f.interval, Idle: f.idle, Seed: f.seed, Log: os.Stderr}
+	if cfg.EdgeBin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.EdgeBin = exe
+	}
+	if f.riders <= 0 {
+		return errors.New("-riders must be positive with -fanout")
+	}
+	if f.set["riders"] {
+		cfg.Riders = f.riders
+	}
+	if f.set["mix"] {
+		m, err := bench.ParseMix(f.mix)
+		if err != nil {
+			return err
+		}
+		cfg.Mix = m
+	}
+	if f.radius == 0 || f.radius > 1<<31 {
+		return fmt.Errorf("-radius %d: want 1..%d", f.radius, 1<<31)
+	}
+	cfg.RadiusM = uint32(f.radius)
+	if f.set["duration"] {
+		cfg.Duration = f.duration
+	}
+	if f.set["warmup"] {
+		cfg.Warmup = f.warmup
+	}
+	for _, r := range splitCommaList(f.rates) {
+		n, err := strconv.Atoi(r)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("-rates %q: want positive delivered events/s, comma-separated", f.rates)
+		}
+		cfg.Rates = append(cfg.Rates, n)
+	}
+	if f.edgeCPU >= 0 && f.edgeCPU == f.loadCPU {
+		return fmt.Errorf("-edge-cpu and -load-cpu are both %d: pin the edge and the load apart", f.edgeCPU)
+	}
+	res, err := bench.Fanout(ctx, cfg)
+	if res != nil {
+		res.WriteTable(stdout)
+		if f.out != "" {
+			o, ferr := os.Create(f.out)
+			if ferr != nil {
+				return errors.Join(err, ferr)
+			}
+			err = errors.Join(err, res.WriteJSON(o), o.Close())
+		}
 	}
 	if errors.Is(err, context.Canceled) {
 		return nil
