@@ -16,10 +16,6 @@ import (
 	"github.com/meshcast/meshcast/core/config"
 )
 
-func init() {
-	register("bench", "end-to-end load and latency against a running deployment", runBench)
-}
-
 // runBench drives simulated taxis and holds riders against running edges (core/bench).
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := config.NewFlagSet("bench", `Measure a running deployment end to end: -taxis simulated taxis publish their

@@ -15,10 +15,6 @@ import (
 	"github.com/meshcast/meshcast/core/telemetry"
 )
 
-func init() {
-	register("bridge", "MQTT telemetry → classification → Redis Cluster", runBridge)
-}
-
 // runBridge runs one bridge replica until ctx ends (SIGINT/SIGTERM), then drains.
 func runBridge(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := config.NewFlagSet("bridge", `Subscribe to taxi telemetry on an MQTT v5 broker (shared subscription

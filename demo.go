@@ -13,17 +13,13 @@ import (
 
 	"github.com/meshcast/meshcast/bridge"
 	"github.com/meshcast/meshcast/bridge/broker"
-	"github.com/meshcast/meshcast/bridge/sim"
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/config"
+	"github.com/meshcast/meshcast/core/sim"
 	"github.com/meshcast/meshcast/core/telemetry"
 	"github.com/meshcast/meshcast/edge"
 	"github.com/meshcast/meshcast/web"
 )
-
-func init() {
-	register("demo", "everything in one process: embedded MQTT broker, bridge, bus, edge, simulator and the live map", runDemo)
-}
 
 // runDemo runs the whole system in one process: simulated taxis publish over real MQTT to the
 // embedded broker, the bridge classifies and applies them to the bus, and the edge serves the

@@ -11,10 +11,6 @@ import (
 	"github.com/meshcast/meshcast/edge"
 )
 
-func init() {
-	register("edge", "serve the rider stream: gRPC, gRPC-Web, WebSocket, SSE on one port", runEdge)
-}
-
 // runEdge serves riders until ctx ends (SIGINT/SIGTERM), then stops gracefully.
 func runEdge(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := config.NewFlagSet("edge", `Serve the rider stream: subscribe to the meshes riders watch on the bus (one

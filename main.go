@@ -27,27 +27,15 @@ type command struct {
 	run           func(ctx context.Context, args []string, stdout io.Writer) error
 }
 
-// commands is the registry, in help order. Each role's file (demo.go,
-// zones.go, and one per package it runs) replaces its entry from an init
-// function with register, so roles can land without touching this file.
+// commands are the subcommands, in help order; each lives in its own root file (demo.go,
+// edge_cmd.go, bridge_cmd.go, sim_cmd.go, bench_cmd.go, zones.go).
 var commands = []command{
-	{"demo", "run the embedded broker, bridge, in-memory bus and simulator in one process", notYet("demo", 7)},
-	{"edge", "serve the rider stream (not built yet: issue 5)", notYet("edge", 5)},
-	{"bridge", "MQTT telemetry to Redis Cluster (not built yet: issue 4)", notYet("bridge", 4)},
-	{"sim", "simulated taxis over real MQTT (not built yet: issue 4)", notYet("sim", 4)},
-	{"bench", "end-to-end load and latency (not built yet: issue 9)", notYet("bench", 9)},
-	{"zones", "validate a GeoJSON zones file and classify points against it", nil},
-}
-
-// register sets a subcommand's summary and function.
-func register(name, summary string, run func(ctx context.Context, args []string, stdout io.Writer) error) {
-	for i := range commands {
-		if commands[i].name == name {
-			commands[i] = command{name, summary, run}
-			return
-		}
-	}
-	commands = append(commands, command{name, summary, run})
+	{"demo", "everything in one process: embedded MQTT broker, bridge, bus, edge, simulator and the live map", runDemo},
+	{"edge", "serve the rider stream: gRPC, gRPC-Web, WebSocket, SSE on one port", runEdge},
+	{"bridge", "MQTT telemetry → classification → Redis Cluster", runBridge},
+	{"sim", "simulated taxis publishing telemetry over MQTT", runSim},
+	{"bench", "end-to-end load and latency against a running deployment", runBench},
+	{"zones", "validate a GeoJSON zones file and classify points against it", runZones},
 }
 
 func main() {
@@ -84,11 +72,5 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "meshcast pushes live positions of dispatchable taxis to nearby riders.\n\nUsage: meshcast <subcommand> [flags]   (meshcast <subcommand> -help for its flags)\n\nSubcommands:\n")
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
-	}
-}
-
-func notYet(name string, issue int) func(context.Context, []string, io.Writer) error {
-	return func(context.Context, []string, io.Writer) error {
-		return fmt.Errorf("%s is not built yet (see issue %d)", name, issue)
 	}
 }

@@ -11,13 +11,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/meshcast/meshcast/bridge/sim"
 	"github.com/meshcast/meshcast/core/config"
+	"github.com/meshcast/meshcast/core/sim"
 )
-
-func init() {
-	register("sim", "simulated taxis publishing telemetry over MQTT", runSim)
-}
 
 // runSim drives simulated taxis (or replays a recording) against an MQTT broker.
 func runSim(ctx context.Context, args []string, stdout io.Writer) error {

@@ -48,10 +48,6 @@ func zonesName(file string) string {
 	return file
 }
 
-func init() {
-	register("zones", "validate a GeoJSON zones file and classify points against it", runZones)
-}
-
 // runZones validates a zones file and shows where points fall: the quickest
 // way for an operator to check a new file before rolling it out.
 func runZones(_ context.Context, args []string, stdout io.Writer) error {

@@ -18,8 +18,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
 	"github.com/meshcast/meshcast/core/bus/redistest"
+	"github.com/meshcast/meshcast/core/mosquittotest"
 )
 
 func envInt(name string, def int) int {

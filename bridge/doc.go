@@ -1,5 +1,6 @@
 // Package bridge owns MQTT ingest: it subscribes to taxi telemetry on an MQTT
-// v5 broker and turns every message into a bus update (API.md §1-2, DESIGN.md).
+// v5 broker and turns every message into a bus update (proto/API.md §1-2; the architecture:
+// README.md). Run wires one bridge process (bus, metrics, admin) around a Bridge.
 //
 // # Flow
 //

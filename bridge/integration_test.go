@@ -9,8 +9,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshcast/meshcast/bridge"
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
 	"github.com/meshcast/meshcast/core/mesh"
+	"github.com/meshcast/meshcast/core/mosquittotest"
 	"github.com/meshcast/meshcast/core/telemetry"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )

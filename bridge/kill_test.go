@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/mesh"
+	"github.com/meshcast/meshcast/core/mosquittotest"
 )
 
 // buildMeshcast builds the meshcast binary into a temporary directory (once per test binary).

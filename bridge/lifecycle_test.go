@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/bridge"
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
+	"github.com/meshcast/meshcast/core/mosquittotest"
 )
 
 // TestReconnectAndResubscribe kills the broker (losing every session: no persistence) and

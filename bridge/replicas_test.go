@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/meshcast/meshcast/bridge"
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
 	"github.com/meshcast/meshcast/core/mesh"
+	"github.com/meshcast/meshcast/core/mosquittotest"
 	"github.com/meshcast/meshcast/core/telemetry"
 )
 

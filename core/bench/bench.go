@@ -17,8 +17,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/meshcast/meshcast/bridge/sim"
 	"github.com/meshcast/meshcast/core/geofence"
+	"github.com/meshcast/meshcast/core/sim"
 )
 
 // Config is one load run.

@@ -1,7 +1,7 @@
 package bench
 
 // The deployment the end-to-end benchmark and the reliability suite run against: a real
-// mosquitto (bridge/mosquittotest), a real 3-master Redis Cluster (core/bus/redistest), and
+// mosquitto (core/mosquittotest), a real 3-master Redis Cluster (core/bus/redistest), and
 // `meshcast bridge` and `meshcast edge` as their own processes, built from this module.
 
 import (
@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
 	"github.com/meshcast/meshcast/core/bus/redistest"
 	"github.com/meshcast/meshcast/core/geofence"
+	"github.com/meshcast/meshcast/core/mosquittotest"
 )
 
 // waitLimit bounds every wait for a condition (not a speed assertion).

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/meshcast/meshcast/bridge/sim"
+	"github.com/meshcast/meshcast/core/sim"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"

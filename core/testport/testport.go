@@ -1,5 +1,5 @@
 // Package testport hands out loopback TCP ports to the test harnesses that start real servers
-// (bridge/mosquittotest, core/bus/redistest): ports this process has not handed out before and
+// (core/mosquittotest, core/bus/redistest): ports this process has not handed out before and
 // that were free on 127.0.0.1 when checked, in a range the caller picks (kept clear of the
 // kernel's ephemeral range, so that outgoing connections do not take them before the server
 // starts).

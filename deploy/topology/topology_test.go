@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/bus/redistest"
 	"github.com/meshcast/meshcast/core/mesh"
+	"github.com/meshcast/meshcast/core/mosquittotest"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )
 

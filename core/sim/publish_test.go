@@ -9,23 +9,19 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/meshcast/meshcast/bridge/broker"
-	"github.com/meshcast/meshcast/bridge/sim"
+	"github.com/meshcast/meshcast/core/mosquittotest"
+	"github.com/meshcast/meshcast/core/sim"
 	"github.com/meshcast/meshcast/core/telemetry"
 )
 
-// TestDriveAndPublish runs a small fleet in real time through the Publisher to the embedded
-// broker and checks that a subscriber gets valid telemetry from every taxi.
+// TestDriveAndPublish runs a small fleet in real time through the Publisher to a
+// real mosquitto and checks that a subscriber gets valid telemetry from every taxi.
 func TestDriveAndPublish(t *testing.T) {
-	b, err := broker.Start(broker.Options{Addr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := mosquittotest.Start(t)
 
 	var mu sync.Mutex
 	seen := map[string]int{}
-	conn, err := net.Dial("tcp", b.Addr())
+	conn, err := net.Dial("tcp", b.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshcast/meshcast/bridge/sim"
 	"github.com/meshcast/meshcast/core/geofence"
+	"github.com/meshcast/meshcast/core/sim"
 	"github.com/meshcast/meshcast/core/telemetry"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )

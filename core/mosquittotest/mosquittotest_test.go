@@ -9,7 +9,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/meshcast/meshcast/bridge/mosquittotest"
+	"github.com/meshcast/meshcast/core/mosquittotest"
 )
 
 // client connects a paho client; received messages go to msgs.
