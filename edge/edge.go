@@ -66,8 +66,12 @@ type Config struct {
 	// SendBuffer is how many unacknowledged bytes a WebSocket, SSE or gRPC-Web rider's socket may
 	// hold before the rider is cut as too slow (0: off); see transport.Options.SendBuffer.
 	SendBuffer int
-	// HandshakeTimeout bounds a new connection's first bytes and HTTP request headers.
+	// HandshakeTimeout bounds a new connection's first bytes and HTTP request headers, and a
+	// gRPC or gRPC-Web stream's time from its headers to its complete request message.
 	HandshakeTimeout time.Duration
+	// MaxStreamsPerConn caps the concurrent streams of one HTTP/2 connection; MaxHeaderBytes the
+	// request headers (HTTP) and metadata (gRPC) of one request.
+	MaxStreamsPerConn, MaxHeaderBytes int
 	// SSERetry is the reconnect delay suggested to EventSource clients.
 	SSERetry time.Duration
 	// MaxMessageBytes limits one client message (WebSocket frame, gRPC request).
@@ -147,6 +151,9 @@ func Defaults() Config {
 		MaxConnAge:       15 * time.Minute,
 		MaxConnAgeGrace:  30 * time.Second,
 		DrainWindow:      10 * time.Second,
+
+		MaxStreamsPerConn: 100,
+		MaxHeaderBytes:    16 << 10,
 	}
 }
 
@@ -166,7 +173,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*commaList)(&c.AllowedOrigins), "allowed-origins", `browser origins allowed cross-origin, comma-separated patterns such as "https://*.example.com" ("*": any)`)
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound of each write to a WebSocket, SSE or gRPC-Web client, and of a native gRPC send blocked by flow control (a slow client is cut)")
 	fs.IntVar(&c.SendBuffer, "send-buffer", c.SendBuffer, "bytes a WebSocket, SSE or gRPC-Web rider's socket may hold unread by the client before the rider is cut as too slow (4008); also its SO_SNDBUF; 0: off")
-	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "bound of a new connection's first bytes and request headers")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "bound of a new connection's first bytes and request headers, and of a gRPC or gRPC-Web stream's request message (stalled ones are cut)")
+	fs.IntVar(&c.MaxStreamsPerConn, "max-streams-per-conn", c.MaxStreamsPerConn, "most concurrent streams of one HTTP/2 connection (native gRPC and h2c)")
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request headers (HTTP) and metadata (gRPC) of one request")
 	fs.DurationVar(&c.SSERetry, "sse-retry", c.SSERetry, "reconnect delay suggested to EventSource clients")
 	fs.IntVar(&c.MaxMessageBytes, "max-message-bytes", c.MaxMessageBytes, "largest client message (WebSocket frame, gRPC request)")
 	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", c.KeepaliveTime, "ping an idle gRPC connection after this long")
@@ -325,6 +334,12 @@ func (c Config) Validate() error {
 	if c.MaxMessageBytes < 256 || c.MaxMessageBytes > 1<<20 {
 		bad("max-message-bytes", "%d out of range [256, 1048576]", c.MaxMessageBytes)
 	}
+	if c.MaxStreamsPerConn < 1 || c.MaxStreamsPerConn > 100000 {
+		bad("max-streams-per-conn", "%d out of range [1, 100000]", c.MaxStreamsPerConn)
+	}
+	if c.MaxHeaderBytes < 1024 || c.MaxHeaderBytes > 1<<20 {
+		bad("max-header-bytes", "%d out of range [1024, 1048576]", c.MaxHeaderBytes)
+	}
 	return errors.Join(errs...)
 }
 
@@ -350,6 +365,7 @@ func (c Config) transportOptions(logger *slog.Logger) transport.Options {
 		MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP, ConnRate: c.ConnRate, ConnBurst: c.ConnBurst,
 		TrustedProxyHeader: c.TrustedProxyHeader, TrustedProxies: c.TrustedProxies,
 		MaxConnAge: c.MaxConnAge, MaxConnAgeGrace: c.MaxConnAgeGrace,
+		MaxStreamsPerConn: c.MaxStreamsPerConn, MaxHeaderBytes: c.MaxHeaderBytes,
 	}
 }
 

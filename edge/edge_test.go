@@ -66,6 +66,8 @@ func TestValidate(t *testing.T) {
 		{"write-timeout", func(c *Config) { c.WriteTimeout = 0 }},
 		{"shutdown-timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }},
 		{"max-message-bytes", func(c *Config) { c.MaxMessageBytes = 10 }},
+		{"max-streams-per-conn", func(c *Config) { c.MaxStreamsPerConn = 0 }},
+		{"max-header-bytes", func(c *Config) { c.MaxHeaderBytes = 100 }},
 		{"auth-jwks-file", func(c *Config) { c.AuthKeyFile, c.AuthJWKSFile = "k.pem", "jwks.json" }},
 		{"auth-leeway", func(c *Config) { c.AuthLeeway = -time.Second }},
 		{"max-conns", func(c *Config) { c.MaxConns = -1 }},

@@ -112,22 +112,24 @@ type stream struct {
 	ip        netip.Addr
 	rider     string
 	requestID string
+	grant     Grant
 	once      sync.Once
 }
 
 // end releases the stream: the counts drop, the metric of why it ended (err: what ended the
 // session's Next or the write) is counted, then the session closes. The session closes last:
 // leaving the hub may wait on the bus (an unsubscribe while Redis is unreachable), which must
-// not hold up Shutdown (it closes the hub and the bus, which ends that wait).
+// not hold up Shutdown (it closes the hub and the bus, which ends that wait). A stream whose
+// session never opened (refused or cut before its request) is released without counting an end.
 func (st *stream) end(err error) {
 	st.once.Do(func() {
 		if st.age != nil {
 			st.age.Stop()
 		}
 		st.cancel(context.Canceled)
-		defer st.sess.Close()
 		s := st.s
 		s.mu.Lock()
+		sess := st.sess
 		delete(s.live, st)
 		if st.ip.IsValid() {
 			if s.perIP[st.ip]--; s.perIP[st.ip] <= 0 {
@@ -135,11 +137,16 @@ func (st *stream) end(err error) {
 			}
 		}
 		s.mu.Unlock()
+		if sess != nil {
+			defer sess.Close()
+		}
 		s.m.connections.WithLabelValues(st.transport).Dec()
-		reason := endReason(err)
-		s.m.ended.WithLabelValues(reason).Inc()
-		s.o.Logger.Debug("rider stream ended", "request_id", st.requestID, "rider", st.rider,
-			"transport", st.transport, "reason", reason)
+		if sess != nil {
+			reason := endReason(err)
+			s.m.ended.WithLabelValues(reason).Inc()
+			s.o.Logger.Debug("rider stream ended", "request_id", st.requestID, "rider", st.rider,
+				"transport", st.transport, "reason", reason)
+		}
 		s.streams.Done()
 	})
 }
@@ -210,12 +217,28 @@ func (s *Server) trusted(ip netip.Addr) bool {
 	return false
 }
 
-// newSession admits a rider's stream and opens its session (firstSeq > 1 continues an SSE
-// stream's numbering): refused while draining or stopping, over the connection rate, without a
-// valid token when auth is on, over the process or per-address limit; then the token's radius
-// limit applies. The caller must call end when the stream is over.
+// newSession admits a rider's stream whose request is already known (WebSocket, SSE: the query)
+// and opens its session (firstSeq > 1 continues an SSE stream's numbering). The caller must call
+// end when the stream is over.
 func (s *Server) newSession(req *meshcastv1.WatchRequest, firstSeq uint64, c client) (*stream, error) {
-	st, err := s.admit(req, firstSeq, c)
+	st, err := s.admit(c)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.open(req, firstSeq); err != nil {
+		st.end(nil)
+		return nil, err
+	}
+	return st, nil
+}
+
+// admit counts a new stream against the limits from its headers, before anything waits on its
+// request: refused while draining or stopping, over the connection rate, without a valid token
+// when auth is on, over the process or per-address limit. From here on the stream counts in
+// Streams, the limits and meshcast_edge_connections until end. A gRPC stream has no session
+// yet: open it once its request arrives (within the request timeout).
+func (s *Server) admit(c client) (*stream, error) {
+	st, err := s.admitStream(c)
 	if err != nil {
 		var le *limitError
 		var ae *authError
@@ -229,7 +252,7 @@ func (s *Server) newSession(req *meshcastv1.WatchRequest, firstSeq uint64, c cli
 	return st, err
 }
 
-func (s *Server) admit(req *meshcastv1.WatchRequest, firstSeq uint64, c client) (*stream, error) {
+func (s *Server) admitStream(c client) (*stream, error) {
 	s.mu.Lock()
 	stopping := s.shutdown || s.draining
 	s.mu.Unlock()
@@ -239,7 +262,6 @@ func (s *Server) admit(req *meshcastv1.WatchRequest, firstSeq uint64, c client) 
 	if s.rate != nil && !s.rate.take(time.Now()) {
 		return nil, errRate
 	}
-	o := s.o.Session
 	var grant Grant
 	if s.o.Authenticate != nil {
 		g, err := s.o.Authenticate(c.token)
@@ -247,27 +269,24 @@ func (s *Server) admit(req *meshcastv1.WatchRequest, firstSeq uint64, c client) 
 			return nil, &authError{err}
 		}
 		grant = g
-		if grant.MaxRadiusM > 0 && grant.MaxRadiusM < o.MaxRadiusM {
-			o.MaxRadiusM = grant.MaxRadiusM
-			o.DefaultRadiusM = min(o.DefaultRadiusM, o.MaxRadiusM)
-		}
-	}
-	if firstSeq > 1 {
-		o.FirstSeq = firstSeq
 	}
 	ip := s.clientIP(c)
 
-	st := &stream{s: s, transport: c.transport, ip: ip, rider: grant.Subject, requestID: c.requestID}
+	st := &stream{s: s, transport: c.transport, ip: ip, rider: grant.Subject, requestID: c.requestID, grant: grant}
+	st.ctx, st.cancel = context.WithCancelCause(s.stop) // before Drain can see it in live
 	s.mu.Lock()
 	switch {
 	case s.shutdown || s.draining:
 		s.mu.Unlock()
+		st.cancel(nil)
 		return nil, errDraining
 	case s.o.MaxConns > 0 && len(s.live) >= s.o.MaxConns:
 		s.mu.Unlock()
+		st.cancel(nil)
 		return nil, errMaxConns
 	case s.o.MaxConnsPerIP > 0 && ip.IsValid() && s.perIP[ip] >= s.o.MaxConnsPerIP:
 		s.mu.Unlock()
+		st.cancel(nil)
 		return nil, errMaxPerIP
 	}
 	s.live[st] = struct{}{}
@@ -276,29 +295,33 @@ func (s *Server) admit(req *meshcastv1.WatchRequest, firstSeq uint64, c client) 
 	}
 	s.streams.Add(1)
 	s.mu.Unlock()
+	s.m.connections.WithLabelValues(c.transport).Inc()
+	return st, nil
+}
 
+// open opens the admitted stream's session for its request (firstSeq > 1 continues an SSE
+// stream's numbering); the token's radius limit applies. On error the caller ends the stream.
+func (st *stream) open(req *meshcastv1.WatchRequest, firstSeq uint64) error {
+	s := st.s
+	o := s.o.Session
+	if g := st.grant; g.MaxRadiusM > 0 && g.MaxRadiusM < o.MaxRadiusM {
+		o.MaxRadiusM = g.MaxRadiusM
+		o.DefaultRadiusM = min(o.DefaultRadiusM, o.MaxRadiusM)
+	}
+	if firstSeq > 1 {
+		o.FirstSeq = firstSeq
+	}
 	sess, err := session.New(s.hub, req, o)
 	if err != nil {
-		s.mu.Lock()
-		delete(s.live, st)
-		if ip.IsValid() {
-			if s.perIP[ip]--; s.perIP[ip] <= 0 {
-				delete(s.perIP, ip)
-			}
-		}
-		s.mu.Unlock()
-		s.streams.Done()
-		return nil, err
+		return err
 	}
 	s.mu.Lock()
 	st.sess = sess // read by the queue collector under mu
 	s.mu.Unlock()
-	st.ctx, st.cancel = context.WithCancelCause(s.stop)
 	if s.o.MaxConnAge > 0 {
 		st.age = time.AfterFunc(jitter(s.o.MaxConnAge), func() { st.cancel(errMaxAge) })
 	}
-	s.m.connections.WithLabelValues(c.transport).Inc()
-	return st, nil
+	return nil
 }
 
 // jitter spreads an age over [d, d*1.1) so that riders connected together do not all

@@ -20,7 +20,7 @@ import (
 
 // Bad input on every transport gets the error API.md names, before any event: gRPC
 // INVALID_ARGUMENT, HTTP 400 {"error":{"code":"invalid_argument",...}} before any upgrade, and
-// for what a WebSocket client sends after the upgrade, close 1008 (1009 when oversized).
+// for what a WebSocket client sends after the upgrade, close 1008 (oversized frames too).
 
 var tokyo = &meshcastv1.WatchRequest{Lat: 35.681236, Lon: 139.767125}
 
@@ -268,7 +268,7 @@ func TestBadInputWebSocket(t *testing.T) {
 		{"garbage text", websocket.MessageText, []byte("hello"), closePolicy, "WatchRequest"},
 		{"json of another shape", websocket.MessageText, []byte(`{"latitude":35}`), closePolicy, "WatchRequest"},
 		{"invalid move", websocket.MessageText, []byte(`{"lat":91,"lon":139.7}`), closePolicy, "lat"},
-		{"oversized frame", websocket.MessageText, []byte(`{"lat":35.6,"lon":139.7,"classes":[` + strings.Repeat(`"VEHICLE_CLASS_VAN",`, 300) + `"VEHICLE_CLASS_VAN"]}`), closeTooBig, ""},
+		{"oversized frame", websocket.MessageText, []byte(`{"lat":35.6,"lon":139.7,"classes":[` + strings.Repeat(`"VEHICLE_CLASS_VAN",`, 300) + `"VEHICLE_CLASS_VAN"]}`), closePolicy, "over 4096 bytes"},
 	}
 	for _, f := range frames {
 		for _, sub := range []string{SubprotocolJSON, SubprotocolProto} {

@@ -22,7 +22,8 @@
 //     go away UNAVAILABLE. gRPC health (grpc.health.v1, SERVING until Shutdown) and server reflection are
 //     registered.
 //   - gRPC-Web (improbable-eng/grpc-web): the same service at the same paths, binary and text,
-//     CORS for Options.AllowedOrigins, and its grpc-websockets transport for Track. Every write
+//     CORS for Options.AllowedOrigins (a request from another origin gets 403 from the server
+//     itself, as on WebSocket and SSE), and its grpc-websockets transport for Track. Every write
 //     of a gRPC-Web response has a write deadline (the websocket transport's writes have none:
 //     the library owns them).
 //   - WebSocket, GET /v1/ws: query lat, lon, radius_m, classes (comma-separated
@@ -34,8 +35,9 @@
 //     before the upgrade; a cross-origin request from an origin not allowed gets 403. Each
 //     session batch is one message. A client text frame holding a protojson WatchRequest moves
 //     the area (a new Snapshot follows); a binary frame, text that is not a WatchRequest or an
-//     invalid one closes with 1008 and the reason; a frame over MaxMessageBytes closes with 1009
-//     (coder/websocket's read limit). Close codes: 1001 going away (max age, drain, stop),
+//     invalid one closes with 1008 and what is wrong; a frame over MaxMessageBytes closes with
+//     1008 too, as API.md says for anything but a move. OPTIONS answers a CORS preflight (as on
+//     /v1/sse), and a query that does not parse (a bad %-escape) is "malformed". Close codes: 1001 going away (max age, drain, stop),
 //     4008 too slow, 1011 server failure. Compression is off. Each write has WriteTimeout: a write that times out
 //     drops the connection (the slow-consumer cut when the queue alone does not catch it).
 //   - SSE, GET /v1/sse with the same query: text/event-stream, a retry: hint first, then per frame
@@ -63,8 +65,13 @@
 //
 // # Admission (API.md §3 "Query errors and auth")
 //
-// Every stream is admitted in newSession, after its request was parsed and before any upgrade
-// or event, in this order: refused while draining or stopping (UNAVAILABLE, HTTP 503
+// Every stream is admitted from its headers (admit), before anything waits on a body and
+// before any upgrade or event; WebSocket and SSE then parse their query, gRPC and gRPC-Web
+// receive their request message, which must be complete within Options.HandshakeTimeout (for
+// gRPC-Web over HTTP: the whole body): a stalled one is cut with DEADLINE_EXCEEDED and counted
+// in meshcast_edge_stalled_total (see firstRequest). Native HTTP/2 connections hold at most
+// Options.MaxStreamsPerConn streams; headers and metadata are capped at Options.MaxHeaderBytes
+// on both paths. Admission refuses, in this order: refused while draining or stopping (UNAVAILABLE, HTTP 503
 // unavailable); over Options.ConnRate (token bucket: UNAVAILABLE, 503); without a valid bearer
 // token when Options.Authenticate is set (the authorization header or metadata, or the
 // access_token query parameter on WebSocket and SSE: UNAUTHENTICATED, HTTP 401
@@ -107,6 +114,7 @@
 // Options.HTTPMiddleware and the gRPC interceptors carry the process's request id, access log,
 // request metrics and panic recovery (core/ops). The server's own metrics (see metrics.go):
 // meshcast_edge_connections{transport}, meshcast_edge_rejected_total{reason},
-// meshcast_edge_streams_ended_total{reason}, meshcast_edge_delivery_latency_seconds (from the
+// meshcast_edge_streams_ended_total{reason}, meshcast_edge_stalled_total{reason},
+// meshcast_edge_delivery_latency_seconds (from the
 // fix's observed_at_ms to the write of its upsert), meshcast_edge_queued_updates and _max.
 package transport

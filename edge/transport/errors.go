@@ -17,7 +17,6 @@ import (
 const (
 	closeGoingAway = websocket.StatusGoingAway       // 1001: drain or shutdown, reconnect
 	closePolicy    = websocket.StatusPolicyViolation // 1008: bad request or move, binary frame
-	closeTooBig    = websocket.StatusMessageTooBig   // 1009: client frame over the read limit
 	closeInternal  = websocket.StatusInternalError   // 1011: the server failed
 	closeTryAgain  = websocket.StatusTryAgainLater   // 1013: overload, limits
 	closeTooSlow   = websocket.StatusCode(4008)      // the client did not read fast enough

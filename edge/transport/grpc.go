@@ -42,11 +42,7 @@ func (s *Server) riderServiceDesc() *grpc.ServiceDesc {
 // watch serves RiderService.Watch: one request, then the session's frames until the client
 // goes away, the session is cut or the server stops.
 func (s *Server) watch(st grpc.ServerStream) error {
-	req, err := recvFirst(st)
-	if err != nil {
-		return grpcError(err)
-	}
-	rs, err := s.newSession(req, 0, grpcClient(st.Context()))
+	rs, err := s.openGRPC(st)
 	if err != nil {
 		return grpcError(err)
 	}
@@ -102,11 +98,7 @@ func bearer(authorization string) string {
 // track serves RiderService.Track: the first request opens the session, every later one moves
 // it. A client that half-closes keeps its last area.
 func (s *Server) track(st grpc.ServerStream) error {
-	req, err := recvFirst(st)
-	if err != nil {
-		return grpcError(err)
-	}
-	rs, err := s.newSession(req, 0, grpcClient(st.Context()))
+	rs, err := s.openGRPC(st)
 	if err != nil {
 		return grpcError(err)
 	}
@@ -147,6 +139,31 @@ func (s *Server) track(st grpc.ServerStream) error {
 	err = clientGone(st, rs.endCause(err))
 	rs.end(err)
 	return grpcError(err)
+}
+
+// openGRPC admits a gRPC or gRPC-Web stream from its metadata (auth, limits: before anything
+// waits on the request), then receives its first request (bounded by the first-request timer,
+// see firstRequest) and opens the session.
+func (s *Server) openGRPC(st grpc.ServerStream) (*stream, error) {
+	web := webRequestFrom(st.Context())
+	rs, err := s.admit(grpcClient(st.Context()))
+	if err != nil {
+		web.abandon()
+		return nil, err
+	}
+	req, err := recvFirst(st)
+	if err != nil && web != nil && web.fired.Load() {
+		err = web.err()
+	}
+	if err == nil {
+		err = rs.open(req, 0)
+	}
+	if err != nil {
+		web.abandon()
+		rs.end(nil)
+		return nil, err
+	}
+	return rs, nil
 }
 
 // recvFirst receives the request that opens a stream.

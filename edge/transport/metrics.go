@@ -17,6 +17,9 @@ import (
 //	                                           max_connections, max_per_ip
 //	meshcast_edge_streams_ended_total{reason}  streams ended: client, too_slow, invalid,
 //	                                           max_age, drain, shutdown, write_failed, error
+//	meshcast_edge_stalled_total{reason}        clients cut for not sending in time: first_bytes
+//	                                           (a connection's first bytes), grpc_request and
+//	                                           grpc_web_request (a stream's first request message)
 //	meshcast_edge_delivery_latency_seconds     fix time (Vehicle.observed_at_ms) to write, per
 //	                                           upsert written
 //	meshcast_edge_queued_updates               vehicles with an update waiting, all riders (at scrape)
@@ -25,6 +28,7 @@ type metrics struct {
 	connections *prometheus.GaugeVec
 	rejected    *prometheus.CounterVec
 	ended       *prometheus.CounterVec
+	stalled     *prometheus.CounterVec
 	latency     prometheus.Histogram
 }
 
@@ -42,6 +46,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshcast_edge_streams_ended_total",
 			Help: "Rider streams ended, by reason (too_slow: cut riders).",
 		}, []string{"reason"}),
+		stalled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshcast_edge_stalled_total",
+			Help: "Clients cut for not sending in time (handshake timeout), by what they had not sent.",
+		}, []string{"reason"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "meshcast_edge_delivery_latency_seconds",
 			Help:    "From a fix's timestamp (observed_at_ms) to the write of its upsert to a rider.",
@@ -54,8 +62,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{"unauthenticated", "draining", "rate", "max_connections", "max_per_ip"} {
 		m.rejected.WithLabelValues(r)
 	}
+	for _, r := range []string{stalledFirstBytes, stalledGRPCRequest, stalledGRPCWebReqst} {
+		m.stalled.WithLabelValues(r)
+	}
 	if reg != nil {
 		m.connections = ops.Register(reg, m.connections)
+		m.stalled = ops.Register(reg, m.stalled)
 		m.rejected = ops.Register(reg, m.rejected)
 		m.ended = ops.Register(reg, m.ended)
 		m.latency = ops.Register(reg, m.latency)

@@ -3,6 +3,7 @@ package transport
 import (
 	"fmt"
 	"math"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -61,6 +62,36 @@ func ParseQuery(q url.Values) (*meshcastv1.WatchRequest, error) {
 		}
 	}
 	return req, nil
+}
+
+// requestQuery parses a request's query: a malformed one (a bad %-escape, a ';' separator) is
+// an invalid argument, not parameters silently dropped (which would then be "required").
+func requestQuery(r *http.Request) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, &session.InvalidError{Field: "query", Msg: "malformed: " + truncate(err.Error(), 64)}
+	}
+	return q, nil
+}
+
+// preflight answers a CORS preflight (OPTIONS) for the WebSocket and SSE paths: a fetch-based
+// EventSource that sends an Authorization header cross-origin needs one. An origin that is not
+// allowed gets 403, like the GET would.
+func (s *Server) preflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Allow", "GET, OPTIONS")
+	if origin := r.Header.Get("Origin"); origin != "" {
+		if !s.requestOriginAllowed(r) {
+			writeJSONError(w, http.StatusForbidden, "permission_denied", "origin not allowed: "+truncate(origin, 64))
+			return
+		}
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Methods", "GET")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Last-Event-ID, Cache-Control, Accept")
+		h.Set("Access-Control-Max-Age", "600")
+		h.Add("Vary", "Origin")
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // single returns the only value of a query parameter; present is false when it is absent.

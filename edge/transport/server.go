@@ -12,6 +12,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/improbable-eng/grpc-web/go/grpcweb"
@@ -54,8 +55,16 @@ type Options struct {
 	// for WriteTimeout is cut with RESOURCE_EXHAUSTED instead.
 	SendBuffer int
 	// HandshakeTimeout bounds how long a new connection may take to send its first bytes and,
-	// for HTTP, its request headers. Default 10s.
+	// for HTTP, its request headers, and how long a gRPC or gRPC-Web stream may take from its
+	// headers to its complete first request message: a stream still waiting is cut with
+	// DEADLINE_EXCEEDED and counted in meshcast_edge_stalled_total. Default 10s.
 	HandshakeTimeout time.Duration
+	// MaxStreamsPerConn caps the concurrent streams of one HTTP/2 connection (native gRPC, and
+	// HTTP/2 for gRPC-Web, SSE and the page): SETTINGS_MAX_CONCURRENT_STREAMS. Default 100.
+	MaxStreamsPerConn int
+	// MaxHeaderBytes caps a request's headers: HTTP/1.x request line and headers, HTTP/2 and
+	// native gRPC header lists (metadata). Default 16 KiB.
+	MaxHeaderBytes int
 	// SSERetry is the reconnect delay suggested to EventSource clients (the retry: field).
 	// Default 2s.
 	SSERetry time.Duration
@@ -119,6 +128,12 @@ func (o Options) withDefaults() (Options, error) {
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = 4096
 	}
+	if o.MaxStreamsPerConn == 0 {
+		o.MaxStreamsPerConn = 100
+	}
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = 16 << 10
+	}
 	if o.KeepaliveTime == 0 {
 		o.KeepaliveTime = 30 * time.Second
 	}
@@ -149,6 +164,10 @@ func (o Options) withDefaults() (Options, error) {
 		return o, errors.New("transport options: negative limit")
 	case o.MaxMessageBytes < 256:
 		return o, fmt.Errorf("transport options: max message bytes %d below 256", o.MaxMessageBytes)
+	case o.MaxStreamsPerConn < 1:
+		return o, fmt.Errorf("transport options: max streams per connection %d below 1", o.MaxStreamsPerConn)
+	case o.MaxHeaderBytes < 1024 || o.MaxHeaderBytes > 1<<20:
+		return o, fmt.Errorf("transport options: max header bytes %d outside [1024, 1 MiB]", o.MaxHeaderBytes)
 	}
 	for _, p := range o.AllowedOrigins {
 		if _, err := path.Match(p, ""); err != nil {
@@ -226,13 +245,19 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.SharedWriteBuffer(true),
 		grpc.ConnectionTimeout(o.HandshakeTimeout),
+		grpc.MaxConcurrentStreams(uint32(o.MaxStreamsPerConn)),
+		grpc.MaxHeaderListSize(uint32(o.MaxHeaderBytes)),
+		grpc.InTapHandle(s.tap),
 	}
+	streamInts := []grpc.StreamServerInterceptor{streamFirstRequest}
+	unaryInts := []grpc.UnaryServerInterceptor{unaryFirstRequest}
 	if o.StreamInterceptor != nil {
-		gopts = append(gopts, grpc.StreamInterceptor(o.StreamInterceptor))
+		streamInts = append(streamInts, o.StreamInterceptor)
 	}
 	if o.UnaryInterceptor != nil {
-		gopts = append(gopts, grpc.UnaryInterceptor(o.UnaryInterceptor))
+		unaryInts = append(unaryInts, o.UnaryInterceptor)
 	}
+	gopts = append(gopts, grpc.ChainStreamInterceptor(streamInts...), grpc.ChainUnaryInterceptor(unaryInts...))
 	s.grpc = grpc.NewServer(gopts...)
 	s.grpc.RegisterService(s.riderServiceDesc(), s)
 	s.health = health.NewServer()
@@ -254,7 +279,7 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		Handler:           handler,
 		ReadHeaderTimeout: o.HandshakeTimeout,
 		IdleTimeout:       2 * o.KeepaliveTime,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    o.MaxHeaderBytes,
 		ConnContext:       withConn, // gRPC-Web streams find their socket's send queue
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 	}
@@ -390,13 +415,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.enter() {
 			defer s.streams.Done()
 		}
+		r, release := s.webFirstRequest(w, r, true)
+		defer release()
 		s.web.ServeHTTP(w, r)
-	case s.web.IsGrpcWebRequest(r), s.web.IsAcceptableGrpcCorsRequest(r):
+	case s.web.IsGrpcWebRequest(r):
+		if !s.requestOriginAllowed(r) {
+			writeJSONError(w, http.StatusForbidden, "permission_denied", "origin not allowed: "+truncate(r.Header.Get("Origin"), 64))
+			return
+		}
 		r.Header.Set(transportHeader, nameGRPCWeb)
 		if s.enter() {
 			defer s.streams.Done()
 		}
-		s.web.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.o.WriteTimeout}, r)
+		r, release := s.webFirstRequest(w, r, false)
+		defer release()
+		wr := webRequestFrom(r.Context())
+		s.web.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.o.WriteTimeout, cut: &wr.cutting}, r)
+	case s.web.IsAcceptableGrpcCorsRequest(r):
+		s.web.ServeHTTP(w, r)
 	case r.URL.Path == PathWebSocket:
 		s.serveWebSocket(w, r)
 	case r.URL.Path == PathSSE:
@@ -414,6 +450,14 @@ type deadlineWriter struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	cut     *atomic.Bool // the request's body was cut: the connection closes after the answer
+}
+
+func (d *deadlineWriter) WriteHeader(code int) {
+	if d.cut.Load() {
+		d.Header().Set("Connection", "close")
+	}
+	d.ResponseWriter.WriteHeader(code)
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {

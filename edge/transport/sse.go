@@ -58,8 +58,12 @@ func appendEvent(b []byte, f *session.Frame) []byte {
 // connection goroutine, buffers and request go), and a second goroutine reads the socket to
 // notice the client leaving. Elsewhere (HTTP/2 behind a TLS front) the ResponseWriter is used.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodOptions {
+		s.preflight(w, r)
+		return
+	}
 	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
+		w.Header().Set("Allow", "GET, OPTIONS")
 		writeJSONError(w, http.StatusMethodNotAllowed, "invalid_argument", "use GET")
 		return
 	}
@@ -67,7 +71,12 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "permission_denied", "origin not allowed: "+truncate(r.Header.Get("Origin"), 64))
 		return
 	}
-	req, err := ParseQuery(r.URL.Query())
+	q, err := requestQuery(r)
+	if err != nil {
+		writeHTTPError(w, err)
+		return
+	}
+	req, err := ParseQuery(q)
 	if err != nil {
 		writeHTTPError(w, err)
 		return

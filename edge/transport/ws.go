@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -92,8 +93,12 @@ func appendBatch(b []byte, f wireFormat, frames []session.Frame) []byte {
 // serveWebSocket serves GET /v1/ws: the query is checked and the session opened before the
 // upgrade, so bad requests get HTTP 400 (and bus trouble 503) as JSON.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodOptions {
+		s.preflight(w, r)
+		return
+	}
 	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
+		w.Header().Set("Allow", "GET, OPTIONS")
 		writeJSONError(w, http.StatusMethodNotAllowed, "invalid_argument", "use GET")
 		return
 	}
@@ -101,7 +106,12 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusForbidden, "permission_denied", "origin not allowed: "+truncate(r.Header.Get("Origin"), 64))
 		return
 	}
-	req, err := ParseQuery(r.URL.Query())
+	q, err := requestQuery(r)
+	if err != nil {
+		writeHTTPError(w, err)
+		return
+	}
+	req, err := ParseQuery(q)
 	if err != nil {
 		writeHTTPError(w, err)
 		return
@@ -135,12 +145,12 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		rs.end(errStopping)
 		return
 	}
-	c.SetReadLimit(int64(s.o.MaxMessageBytes))
+	c.SetReadLimit(-1) // readMoves applies MaxMessageBytes, to close with 1008 as API.md says
 	// The handler returns at once: net/http's goroutine (its stack grown by the handshake), the
 	// request and the response go, and the stream lives on in two small goroutines.
 	go func() {
 		defer s.untrackConn(c)
-		rs.end(s.runWebSocket(c, hj.conn, rs, format))
+		rs.end(s.runWebSocket(c, hj.conn, rs, format, s.o.MaxMessageBytes))
 	}()
 }
 
@@ -195,7 +205,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // runWebSocket pumps the session's frames to c while a reader applies the client's moves, then
 // closes c with the code for what ended the stream, which it returns.
-func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, format wireFormat) error {
+func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, format wireFormat, maxMsg int) error {
 	sess := rs.sess
 	// The reader owns reads (never cancelled: that would drop the connection before a close
 	// frame could be sent). When it fails it publishes why, then closes the session, which ends
@@ -203,7 +213,7 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, form
 	var readErr error
 	readDone := make(chan struct{})
 	go func() {
-		readErr = readMoves(c, sess)
+		readErr = readMoves(c, sess, maxMsg)
 		close(readDone)
 		sess.Close()
 	}()
@@ -244,8 +254,6 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, form
 		c.CloseNow() // the client closed, or the write timed out and closed the connection
 	case errors.Is(err, errReadFailed):
 		c.CloseNow()
-	case isReadLimit(err):
-		c.CloseNow() // the library already sent 1009
 	default:
 		err = rs.endCause(err)
 		code, reason := wsClose(err)
@@ -259,8 +267,6 @@ var (
 	errWriteFailed = errors.New("websocket write failed")
 	errReadFailed  = errors.New("websocket read failed")
 )
-
-func isReadLimit(err error) bool { return errors.Is(err, websocket.ErrMessageTooBig) }
 
 // writeBatch writes one batch as one message within the write timeout, set as the socket's
 // write deadline (no context per write); a write that times out fails and the caller drops the
@@ -277,27 +283,56 @@ func (s *Server) writeBatch(c *websocket.Conn, conn net.Conn, typ websocket.Mess
 	return nil
 }
 
-// readMoves reads client messages until the connection fails: each must be a text frame holding
-// a protojson WatchRequest, which moves the session. It returns the error to close with:
-// *session.InvalidError for a bad message (1008), the read error otherwise.
-func readMoves(c *websocket.Conn, sess *session.Session) error {
+// readMoves reads client messages until the connection fails: each must be a text frame of at
+// most maxMsg bytes holding a protojson WatchRequest, which moves the session. It returns the
+// error to close with: *session.InvalidError for a bad message (1008, with what is wrong), the
+// read error otherwise.
+func readMoves(c *websocket.Conn, sess *session.Session, maxMsg int) error {
 	for {
-		typ, data, err := c.Read(context.Background())
+		typ, data, err := readMessage(c, maxMsg)
 		if err != nil {
-			if websocket.CloseStatus(err) != -1 || isReadLimit(err) {
-				return err
-			}
-			return errors.Join(errReadFailed, err)
+			return err
 		}
 		if typ != websocket.MessageText {
 			return &session.InvalidError{Field: "message", Msg: "binary frames are not accepted: send a protojson WatchRequest as text"}
 		}
 		req := new(meshcastv1.WatchRequest)
 		if err := protojson.Unmarshal(data, req); err != nil {
-			return &session.InvalidError{Field: "message", Msg: "not a protojson WatchRequest"}
+			return &session.InvalidError{Field: "message", Msg: "not a protojson WatchRequest: " + protojsonReason(err)}
 		}
 		if err := sess.Move(req); err != nil {
 			return err
 		}
 	}
+}
+
+// readMessage reads one client message of at most maxMsg bytes; a bigger one is an
+// *session.InvalidError (closed with 1008, as API.md says for anything else than a move).
+func readMessage(c *websocket.Conn, maxMsg int) (websocket.MessageType, []byte, error) {
+	typ, r, err := c.Reader(context.Background())
+	if err != nil {
+		if websocket.CloseStatus(err) != -1 {
+			return 0, nil, err
+		}
+		return 0, nil, errors.Join(errReadFailed, err)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, int64(maxMsg)+1))
+	if err != nil {
+		if websocket.CloseStatus(err) != -1 {
+			return 0, nil, err
+		}
+		return 0, nil, errors.Join(errReadFailed, err)
+	}
+	if len(data) > maxMsg {
+		return 0, nil, &session.InvalidError{Field: "message", Msg: "over " + strconv.Itoa(maxMsg) + " bytes"}
+	}
+	return typ, data, nil
+}
+
+// protojsonReason is what protojson found wrong, without its "proto: " prefix and the
+// non-breaking spaces it puts in messages to keep them from being parsed.
+func protojsonReason(err error) string {
+	msg := strings.ReplaceAll(err.Error(), "\u00a0", " ")
+	msg = strings.TrimPrefix(strings.TrimSpace(msg), "proto:")
+	return strings.TrimSpace(msg)
 }
