@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshcast/meshcast/bridge"
 	"github.com/meshcast/meshcast/core/config"
+	"github.com/meshcast/meshcast/core/redact"
 	"github.com/meshcast/meshcast/core/telemetry"
 )
 
@@ -86,7 +87,8 @@ func bridgeLogger(level, format string) (*slog.Logger, error) {
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level %q: want debug, info, warn or error", level)
 	}
-	o := &slog.HandlerOptions{Level: lv}
+	// Every string and error attribute passes through redact: no URL password reaches a log line.
+	o := &slog.HandlerOptions{Level: lv, ReplaceAttr: redact.ReplaceAttr}
 	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil

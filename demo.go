@@ -15,6 +15,7 @@ import (
 	"github.com/meshcast/meshcast/bridge/broker"
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/config"
+	"github.com/meshcast/meshcast/core/redact"
 	"github.com/meshcast/meshcast/core/sim"
 	"github.com/meshcast/meshcast/core/telemetry"
 	"github.com/meshcast/meshcast/edge"
@@ -67,7 +68,7 @@ Stops cleanly on Ctrl-C.`)
 		b, err = bus.Open(octx, *busAddr, bus.Options{TTL: *ttl, Logger: logger})
 		ocancel()
 		if err != nil {
-			return fmt.Errorf("bus %s: %w", *busAddr, err)
+			return fmt.Errorf("bus %s: %w", redact.URL(*busAddr), err)
 		}
 	}
 	defer b.Close()
@@ -164,7 +165,7 @@ Stops cleanly on Ctrl-C.`)
   bus          %s
   admin        %s
   simulator    %d taxis in the service area of %s
-`, host, host, host, addr, mqttURL, *busAddr, orOff(*admin), *taxis, zonesName(*zonesFile))
+`, host, host, host, addr, mqttURL, redact.URL(*busAddr), orOff(*admin), *taxis, zonesName(*zonesFile))
 
 	<-ctx.Done()
 	logger.Info("demo stopping")

@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/meshcast/meshcast/core/redact"
 )
 
 // command is one subcommand: run gets the arguments after its name and stops
@@ -46,7 +48,7 @@ func main() {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 	default:
-		fmt.Fprintln(os.Stderr, "meshcast:", err)
+		fmt.Fprintln(os.Stderr, "meshcast:", redact.URL(err.Error())) // no password in a URL reaches the terminal
 		os.Exit(2)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/ops"
+	"github.com/meshcast/meshcast/core/redact"
 	"github.com/meshcast/meshcast/core/telemetry"
 )
 
@@ -66,7 +67,7 @@ func Run(ctx context.Context, c Config) error {
 		b, err := bus.Open(octx, c.BusAddr, bus.Options{TTL: ttl, KeyPrefix: c.BusPrefix, Logger: logger, Registerer: reg})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("bridge: bus %s: %w", c.BusAddr, err)
+			return fmt.Errorf("bridge: bus %s: %w", redact.URL(c.BusAddr), err)
 		}
 		defer b.Close()
 		c.Bus = b

@@ -23,6 +23,7 @@ import (
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/ops"
+	"github.com/meshcast/meshcast/core/redact"
 	"github.com/meshcast/meshcast/core/telemetry"
 	"github.com/meshcast/meshcast/edge/hub"
 	"github.com/meshcast/meshcast/edge/session"
@@ -416,7 +417,7 @@ func Run(ctx context.Context, c Config) error {
 		opened, err := bus.Open(octx, c.Bus, bus.Options{TTL: c.TTL, KeyPrefix: c.BusPrefix, Logger: logger, Registerer: reg})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("edge: bus %s: %w", c.Bus, err)
+			return fmt.Errorf("edge: bus %s: %w", redact.URL(c.Bus), err)
 		}
 		defer opened.Close()
 		b = opened
@@ -474,7 +475,7 @@ func Run(ctx context.Context, c Config) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	state.Store(1)
-	logger.Info("edge serving", "listen", l.Addr().String(), "bus", c.Bus, "auth", o.Authenticate != nil)
+	logger.Info("edge serving", "listen", l.Addr().String(), "bus", redact.URL(c.Bus), "auth", o.Authenticate != nil)
 	if c.Ready != nil {
 		c.Ready(l.Addr(), adminAddr)
 	}

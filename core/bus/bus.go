@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/core/mesh"
+	"github.com/meshcast/meshcast/core/redact"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -181,14 +182,18 @@ type endpoint struct {
 // parseAddr parses an Open address (see Open).
 func parseAddr(addr string) (endpoint, error) {
 	var ep endpoint
+	shown := redact.URL(addr) // errors never carry the password
+	if !strings.Contains(addr, "://") && strings.Contains(addr, "@") {
+		shown = "(not shown: user information without a scheme)"
+	}
 	scheme, rest, ok := strings.Cut(addr, "://")
 	if !ok {
-		return ep, fmt.Errorf("bus address %q: want memory://, redis://host:port[/db] or redis+cluster://host:port,...", addr)
+		return ep, fmt.Errorf("bus address %q: want memory://, redis://host:port[/db] or redis+cluster://host:port,...", shown)
 	}
 	switch scheme {
 	case "memory":
 		if rest != "" {
-			return ep, fmt.Errorf("bus address %q: memory:// takes nothing after the scheme", addr)
+			return ep, fmt.Errorf("bus address %q: memory:// takes nothing after the scheme", shown)
 		}
 		ep.memory = true
 		return ep, nil
@@ -196,35 +201,37 @@ func parseAddr(addr string) (endpoint, error) {
 	case "redis+cluster":
 		ep.cluster = true
 	default:
-		return ep, fmt.Errorf("bus address %q: unknown scheme %q (want memory, redis or redis+cluster)", addr, scheme)
+		return ep, fmt.Errorf("bus address %q: unknown scheme %q (want memory, redis or redis+cluster)", shown, scheme)
+	}
+	// User information first, up to the last '@' (a database number never holds one), so that a
+	// '/' in a password is not taken for the path, and no error below echoes part of it.
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		ep.user, ep.pwd, _ = strings.Cut(rest[:at], ":")
+		rest = rest[at+1:]
 	}
 	hosts, path, _ := strings.Cut(rest, "/")
-	if at := strings.LastIndexByte(hosts, '@'); at >= 0 {
-		ep.user, ep.pwd, _ = strings.Cut(hosts[:at], ":")
-		hosts = hosts[at+1:]
-	}
 	if path != "" {
 		if ep.cluster {
-			return ep, fmt.Errorf("bus address %q: Redis Cluster has no database number", addr)
+			return ep, fmt.Errorf("bus address %q: Redis Cluster has no database number", shown)
 		}
 		db, err := strconv.Atoi(path)
 		if err != nil || db < 0 || db > 1<<16 {
-			return ep, fmt.Errorf("bus address %q: database %q is not a number", addr, path)
+			return ep, fmt.Errorf("bus address %q: database %q is not a number", shown, path)
 		}
 		ep.db = db
 	}
 	for h := range strings.SplitSeq(hosts, ",") {
 		i := strings.LastIndexByte(h, ':')
 		if i <= 0 || i == len(h)-1 {
-			return ep, fmt.Errorf("bus address %q: %q is not host:port", addr, h)
+			return ep, fmt.Errorf("bus address %q: %q is not host:port", shown, h)
 		}
 		if p, err := strconv.Atoi(h[i+1:]); err != nil || p <= 0 || p > 65535 {
-			return ep, fmt.Errorf("bus address %q: bad port in %q", addr, h)
+			return ep, fmt.Errorf("bus address %q: bad port in %q", shown, h)
 		}
 		ep.hosts = append(ep.hosts, h)
 	}
 	if !ep.cluster && len(ep.hosts) != 1 {
-		return ep, fmt.Errorf("bus address %q: redis:// takes one host (use redis+cluster:// for a cluster)", addr)
+		return ep, fmt.Errorf("bus address %q: redis:// takes one host (use redis+cluster:// for a cluster)", shown)
 	}
 	return ep, nil
 }
