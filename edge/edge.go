@@ -103,8 +103,12 @@ type Config struct {
 	TrustedProxyHeader string
 	TrustedProxies     []netip.Prefix
 	// MaxConnAge ends every stream after this age (+ up to 10% jitter) with its "going away", so
-	// that riders spread over new instances; MaxConnAgeGrace is how long grpc-go then waits
-	// before closing the connection. 0: no max age.
+	// that riders spread over new instances; 0: no max age. The edge times each stream itself,
+	// so streams that share one HTTP/2 connection (a proxy such as Envoy multiplexes hundreds of
+	// riders on one) each end at their own age. A native gRPC connection also gets grpc-go's
+	// MaxConnectionAge (GOAWAY: no new streams on it) and is closed MaxConnAgeGrace later:
+	// 0 (the default) picks the shortest grace that never cuts a stream before its own age
+	// (transport.MinConnAgeGrace); a shorter explicit grace is refused.
 	MaxConnAge, MaxConnAgeGrace time.Duration
 	// DrainWindow is how long a drain (SIGTERM) spreads the riders' reconnects over: readiness
 	// turns false, new streams are refused, and each open stream goes away at its own random
@@ -150,7 +154,7 @@ func Defaults() Config {
 		ShutdownTimeout:  15 * time.Second,
 		AuthLeeway:       30 * time.Second,
 		MaxConnAge:       15 * time.Minute,
-		MaxConnAgeGrace:  30 * time.Second,
+		MaxConnAgeGrace:  0, // long enough for every stream's own age (transport.MinConnAgeGrace)
 		DrainWindow:      10 * time.Second,
 
 		MaxStreamsPerConn: 100,
@@ -196,7 +200,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TrustedProxyHeader, "trusted-proxy-header", c.TrustedProxyHeader, "header naming the client address behind a trusted proxy, e.g. X-Forwarded-For (empty: the peer address)")
 	fs.Var((*prefixList)(&c.TrustedProxies), "trusted-proxies", "CIDRs of the proxies whose -trusted-proxy-header is believed, comma-separated")
 	fs.DurationVar(&c.MaxConnAge, "max-conn-age", c.MaxConnAge, "end every rider stream after this age (+ up to 10% jitter) so riders rebalance (0: never)")
-	fs.DurationVar(&c.MaxConnAgeGrace, "max-conn-age-grace", c.MaxConnAgeGrace, "after -max-conn-age, how long a gRPC connection may finish before it is closed")
+	fs.DurationVar(&c.MaxConnAgeGrace, "max-conn-age-grace", c.MaxConnAgeGrace, "after a gRPC connection's -max-conn-age (GOAWAY), how long its streams may go on before it is closed; 0: the shortest that never cuts a stream before its own age (max age + 10% + -write-timeout); shorter values are refused (behind a proxy they would end many riders' streams together)")
 	fs.DurationVar(&c.DrainWindow, "drain-window", c.DrainWindow, "on SIGTERM, spread the riders' reconnects over this window before stopping")
 }
 
@@ -328,6 +332,8 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConnAgeGrace < 0 {
 		bad("max-conn-age-grace", "%v is negative", c.MaxConnAgeGrace)
+	} else if lo := transport.MinConnAgeGrace(c.MaxConnAge, c.WriteTimeout); c.MaxConnAge > 0 && c.MaxConnAgeGrace != 0 && c.MaxConnAgeGrace < lo {
+		bad("max-conn-age-grace", "%v would close a connection before the streams on it reach their own age (a proxy multiplexes many riders on one connection: they would all end together); use 0 (automatic) or at least %v (max age + 10%% jitter + -write-timeout)", c.MaxConnAgeGrace, lo)
 	}
 	if c.DrainWindow < 0 || c.DrainWindow > time.Hour {
 		bad("drain-window", "%v out of range [0, 1h]", c.DrainWindow)

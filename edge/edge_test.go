@@ -77,6 +77,8 @@ func TestValidate(t *testing.T) {
 		{"trusted-proxies", func(c *Config) { c.TrustedProxyHeader = "X-Forwarded-For" }},
 		{"max-conn-age", func(c *Config) { c.MaxConnAge = time.Millisecond }},
 		{"max-conn-age-grace", func(c *Config) { c.MaxConnAgeGrace = -time.Second }},
+		// the old base value: 30s against 15m would cut a proxy's shared connection's streams together
+		{"max-conn-age-grace", func(c *Config) { c.MaxConnAge, c.MaxConnAgeGrace = 15*time.Minute, 30*time.Second }},
 		{"drain-window", func(c *Config) { c.DrainWindow = -time.Second }},
 	}
 	for _, tt := range tests {

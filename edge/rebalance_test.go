@@ -97,7 +97,7 @@ func (r *balancedRider) run(ctx context.Context, l *addrList, kind string) {
 // every rider having received a fresh Snapshot on its new stream.
 func TestRebalancing(t *testing.T) {
 	c := Defaults()
-	c.MaxConnAge, c.MaxConnAgeGrace, c.DrainWindow = 2*time.Second, time.Second, 200*time.Millisecond
+	c.MaxConnAge, c.DrainWindow = 2*time.Second, 200*time.Millisecond
 	a := startEdge(t, c)
 	l := &addrList{addrs: []string{a.listen}}
 	ctx, cancel := context.WithCancel(context.Background())

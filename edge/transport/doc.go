@@ -91,7 +91,9 @@
 // Each transport says it its own way: WebSocket close 1001 with the reason, SSE a comment with
 // the reason then the end of the stream (EventSource reconnects after the retry: hint), gRPC and
 // gRPC-Web UNAVAILABLE with the reason. grpc-go's MaxConnectionAge (GOAWAY) and
-// MaxConnectionAgeGrace are set too, so a native gRPC connection itself is replaced.
+// MaxConnectionAgeGrace are set too, so a native gRPC connection itself is replaced; the grace
+// defaults to MinConnAgeGrace, so that the streams a proxy multiplexes on one connection still
+// each end at their own age instead of all together when the connection closes.
 //
 // # Memory per rider
 //

@@ -93,9 +93,12 @@ type Options struct {
 	TrustedProxyHeader string
 	TrustedProxies     []netip.Prefix
 	// MaxConnAge, when set, ends every stream after this age plus up to 10% jitter with its
-	// "going away" (WebSocket 1001, SSE end, gRPC UNAVAILABLE), and sets grpc-go's
-	// MaxConnectionAge (GOAWAY) with MaxConnAgeGrace for the streams still open: clients
-	// reconnect, so new instances get their share.
+	// "going away" (WebSocket 1001, SSE end, gRPC UNAVAILABLE), each stream timed on its own,
+	// and sets grpc-go's MaxConnectionAge (GOAWAY: no new streams on the connection) with
+	// MaxConnAgeGrace before the connection is closed: clients reconnect, so new instances get
+	// their share. MaxConnAgeGrace 0 is MinConnAgeGrace, so that streams sharing a connection
+	// (the riders a proxy multiplexes on one upstream connection) are never cut together
+	// before their own age; a shorter grace closes the connection with its young streams.
 	MaxConnAge, MaxConnAgeGrace time.Duration
 	// HTTPMiddleware wraps the HTTP handler (gRPC-Web, WebSocket, SSE, Fallback): the process's
 	// request id, access log, metrics and recovery (core/ops). Nil: none.
@@ -177,6 +180,13 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
+// MinConnAgeGrace is the shortest MaxConnAgeGrace that lets every stream of a connection end
+// at its own age: a stream opened just before the connection's GOAWAY lives up to maxAge + 10%
+// (its jitter), and its last write may take writeTimeout.
+func MinConnAgeGrace(maxAge, writeTimeout time.Duration) time.Duration {
+	return maxAge + maxAge/10 + writeTimeout
+}
+
 // Server serves the rider stream on one listener: native gRPC (HTTP/2 with prior knowledge)
 // and, on HTTP/1.x, gRPC-Web, WebSocket and SSE. Create it with New, run it with Serve, stop it
 // with Shutdown.
@@ -234,7 +244,7 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		ka.MaxConnectionAge = o.MaxConnAge
 		ka.MaxConnectionAgeGrace = o.MaxConnAgeGrace
 		if ka.MaxConnectionAgeGrace == 0 {
-			ka.MaxConnectionAgeGrace = o.MaxConnAge/5 + o.WriteTimeout
+			ka.MaxConnectionAgeGrace = MinConnAgeGrace(o.MaxConnAge, o.WriteTimeout)
 		}
 	}
 
