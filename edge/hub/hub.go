@@ -110,13 +110,23 @@ type Hub struct {
 	resyncMu sync.Mutex
 	pending  map[mesh.Code]struct{}
 
+	// Meshes whose last watcher left, for the unsubscriber: a rider leaving never waits on the
+	// bus. unsubBusy: a batch is being unsubscribed; unsubDone is signalled after each batch.
+	unsubMu   sync.Mutex
+	unsubQ    []*meshState
+	unsubBusy bool
+	unsubDone *sync.Cond
+	unsubSig  chan struct{}
+
 	events, dropped, expired atomic.Uint64
 }
 
+// meshShard holds the states of some meshes; its lock guards only the map (lookups, adding and
+// forgetting a mesh), never a fan-out.
 type meshShard struct {
-	mu     sync.Mutex
+	mu     sync.RWMutex
 	meshes map[mesh.Code]*meshState
-	_      [40]byte // keep shards on separate cache lines
+	_      [32]byte // keep shards on separate cache lines
 }
 
 type vehShard struct {
@@ -125,13 +135,16 @@ type vehShard struct {
 	_    [40]byte
 }
 
-// meshState is the state of one subscribed mesh. Fields are guarded by the mesh's shard lock.
+// meshState is the state of one subscribed mesh. Fields below mu are guarded by it: the mesh's
+// own lock, the only one held while an event of the mesh is fanned out to its watchers.
 type meshState struct {
-	code     mesh.Code
-	ready    chan struct{} // closed when seeded (err set on failure)
+	code  mesh.Code
+	ready chan struct{} // closed when seeded (err set on failure)
+
+	mu       sync.Mutex
 	err      error
-	closing  bool          // the last watcher left: being unsubscribed
-	gone     chan struct{} // closed when unsubscribed (only when closing)
+	closing  bool          // the last watcher left (or the seed failed): being unsubscribed
+	gone     chan struct{} // closed when unsubscribed and forgotten (only when closing)
 	epoch    uint64        // incremented when a (re)seed starts
 	vehicles map[string]slot
 	watchers []Watcher
@@ -150,15 +163,17 @@ func New(b bus.Bus, o Options) (*Hub, error) {
 		return nil, err
 	}
 	h := &Hub{
-		o:       o,
-		b:       b,
-		m:       newMetrics(o.Registerer),
-		seed:    maphash.MakeSeed(),
-		meshes:  make([]meshShard, o.Shards),
-		vehs:    make([]vehShard, o.Shards),
-		resyncs: make(chan struct{}, 1),
-		pending: map[mesh.Code]struct{}{},
+		o:        o,
+		b:        b,
+		m:        newMetrics(o.Registerer),
+		seed:     maphash.MakeSeed(),
+		meshes:   make([]meshShard, o.Shards),
+		vehs:     make([]vehShard, o.Shards),
+		resyncs:  make(chan struct{}, 1),
+		pending:  map[mesh.Code]struct{}{},
+		unsubSig: make(chan struct{}, 1),
 	}
+	h.unsubDone = sync.NewCond(&h.unsubMu)
 	for i := range h.meshes {
 		h.meshes[i].meshes = map[mesh.Code]*meshState{}
 		h.vehs[i].seen = map[string]int64{}
@@ -168,9 +183,10 @@ func New(b bus.Bus, o Options) (*Hub, error) {
 		return nil, fmt.Errorf("hub: subscribe: %w", err)
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
-	h.wg.Add(2)
+	h.wg.Add(3)
 	go h.sweeper()
 	go h.resyncer()
+	go h.unsubscriber()
 	return h, nil
 }
 
@@ -184,17 +200,24 @@ func (h *Hub) Close() error {
 	}
 	h.cancel()
 	h.wg.Wait()
-	err := h.sub.Close()
+	err := h.sub.Close() // unsubscribes the meshes still queued for the unsubscriber too
+	h.unsubMu.Lock()
+	queued := h.unsubQ
+	h.unsubQ = nil
+	h.unsubMu.Unlock()
+	h.forget(queued)
 	for i := range h.meshes {
 		sh := &h.meshes[i]
-		sh.mu.Lock()
+		sh.mu.RLock()
 		for _, st := range sh.meshes {
+			st.mu.Lock()
 			for _, w := range st.watchers {
 				w.HubClosed()
 			}
 			st.watchers, st.index = nil, map[Watcher]int{}
+			st.mu.Unlock()
 		}
-		sh.mu.Unlock()
+		sh.mu.RUnlock()
 	}
 	h.m.meshes.Set(0)
 	if err != nil && !errors.Is(err, bus.ErrClosed) {
@@ -207,6 +230,15 @@ func (h *Hub) meshShard(m mesh.Code) *meshShard {
 	// meshes are dense decimal codes: mix them so neighbours land on different shards
 	x := uint64(m) * 0x9E3779B97F4A7C15
 	return &h.meshes[(x>>32)%uint64(len(h.meshes))]
+}
+
+// lookup returns mesh m's state, nil if nobody watches it.
+func (h *Hub) lookup(m mesh.Code) *meshState {
+	sh := h.meshShard(m)
+	sh.mu.RLock()
+	st := sh.meshes[m]
+	sh.mu.RUnlock()
+	return st
 }
 
 func (h *Hub) vehShard(id string) *vehShard {
@@ -245,21 +277,28 @@ func (h *Hub) join(ctx context.Context, w Watcher, m mesh.Code, seed func(*Entry
 			h.m.meshes.Inc()
 			sh.mu.Unlock()
 			err := h.subscribe(ctx, st)
-			sh.mu.Lock()
+			st.mu.Lock()
 			if err != nil {
 				st.err = err
+				h.drop(st) // unlocks
 				close(st.ready)
-				h.drop(sh, st) // unlocks
 				return err
 			}
-			close(st.ready)
 			h.register(st, w, seed)
-			sh.mu.Unlock()
+			st.mu.Unlock()
+			close(st.ready)
 			return nil
 		}
-		if st.closing {
+		sh.mu.Unlock()
+		select {
+		case <-st.ready:
+		case <-ctx.Done():
+			return fmt.Errorf("hub: join mesh %s: %w", m, ctx.Err())
+		}
+		st.mu.Lock()
+		if st.closing { // being unsubscribed (or its seed failed): wait until it is forgotten
 			gone := st.gone
-			sh.mu.Unlock()
+			st.mu.Unlock()
 			select {
 			case <-gone:
 				continue
@@ -267,30 +306,13 @@ func (h *Hub) join(ctx context.Context, w Watcher, m mesh.Code, seed func(*Entry
 				return fmt.Errorf("hub: join mesh %s: %w", m, ctx.Err())
 			}
 		}
-		select {
-		case <-st.ready:
-		default:
-			ready := st.ready
-			sh.mu.Unlock()
-			select {
-			case <-ready:
-				continue
-			case <-ctx.Done():
-				return fmt.Errorf("hub: join mesh %s: %w", m, ctx.Err())
-			}
-		}
-		if st.err != nil { // only seen while the failed state is being dropped
-			err := st.err
-			sh.mu.Unlock()
-			return err
-		}
 		h.register(st, w, seed)
-		sh.mu.Unlock()
+		st.mu.Unlock()
 		return nil
 	}
 }
 
-// register adds w to st (if new) and seeds it; called with st's shard lock held.
+// register adds w to st (if new) and seeds it; called with st.mu held.
 func (h *Hub) register(st *meshState, w Watcher, seed func(*Entry)) {
 	if _, ok := st.index[w]; !ok {
 		st.index[w] = len(st.watchers)
@@ -314,39 +336,94 @@ func (h *Hub) subscribe(ctx context.Context, st *meshState) error {
 	return nil
 }
 
-// drop unsubscribes st and removes it from its shard; called with sh locked, returns unlocked.
-// Joiners arriving meanwhile wait for st.gone.
-func (h *Hub) drop(sh *meshShard, st *meshState) {
+// drop marks st closing and queues it for the unsubscriber; called with st.mu held, returns with
+// it unlocked. Joiners arriving meanwhile wait for st.gone.
+func (h *Hub) drop(st *meshState) {
 	st.closing = true
 	st.gone = make(chan struct{})
-	sh.mu.Unlock()
-	// a fresh context: a rider's cancelled context must not leave the mesh subscribed
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	if err := h.sub.Remove(ctx, st.code); err != nil && !errors.Is(err, bus.ErrClosed) {
-		h.o.Logger.Warn("hub: unsubscribe mesh", "mesh", st.code.String(), "err", err)
+	st.mu.Unlock()
+	h.unsubMu.Lock()
+	h.unsubQ = append(h.unsubQ, st)
+	h.unsubMu.Unlock()
+	select {
+	case h.unsubSig <- struct{}{}:
+	default:
 	}
-	cancel()
-	sh.mu.Lock()
-	delete(sh.meshes, st.code)
-	h.m.meshes.Dec()
-	sh.mu.Unlock()
-	close(st.gone)
+}
+
+// unsubscriber unsubscribes, in batches, the meshes whose last watcher left, and forgets them.
+func (h *Hub) unsubscriber() {
+	defer h.wg.Done()
+	var codes []mesh.Code
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-h.unsubSig:
+		}
+		for {
+			h.unsubMu.Lock()
+			batch := h.unsubQ
+			h.unsubQ = nil
+			h.unsubBusy = len(batch) > 0
+			if !h.unsubBusy {
+				h.unsubDone.Broadcast()
+			}
+			h.unsubMu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			codes = codes[:0]
+			for _, st := range batch {
+				codes = append(codes, st.code)
+			}
+			// the hub's own context: a rider's cancelled context must not leave the mesh subscribed
+			ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+			if err := h.sub.Remove(ctx, codes...); err != nil && !errors.Is(err, bus.ErrClosed) && h.ctx.Err() == nil {
+				h.o.Logger.Warn("hub: unsubscribe meshes", "meshes", len(codes), "err", err)
+			}
+			cancel()
+			h.forget(batch)
+		}
+	}
+}
+
+// forget removes unsubscribed meshes from their shards and wakes their joiners.
+func (h *Hub) forget(batch []*meshState) {
+	for _, st := range batch {
+		sh := h.meshShard(st.code)
+		sh.mu.Lock()
+		if sh.meshes[st.code] == st {
+			delete(sh.meshes, st.code)
+			h.m.meshes.Dec()
+		}
+		sh.mu.Unlock()
+		close(st.gone)
+	}
+}
+
+// waitUnsubscribed waits until every mesh queued for unsubscription is unsubscribed (tests).
+func (h *Hub) waitUnsubscribed() {
+	h.unsubMu.Lock()
+	for (len(h.unsubQ) > 0 || h.unsubBusy) && !h.closed.Load() {
+		h.unsubDone.Wait()
+	}
+	h.unsubMu.Unlock()
 }
 
 // Leave unregisters w from the meshes; a mesh whose last watcher left is unsubscribed from the
-// bus and forgotten. Meshes w does not watch are ignored.
+// bus by the hub's own goroutine (Leave never waits on the bus) and forgotten. Meshes w does not
+// watch are ignored.
 func (h *Hub) Leave(w Watcher, ms []mesh.Code) {
 	for _, m := range ms {
-		sh := h.meshShard(m)
-		sh.mu.Lock()
-		st := sh.meshes[m]
-		if st == nil || st.closing {
-			sh.mu.Unlock()
+		st := h.lookup(m)
+		if st == nil {
 			continue
 		}
+		st.mu.Lock()
 		i, ok := st.index[w]
-		if !ok {
-			sh.mu.Unlock()
+		if st.closing || !ok {
+			st.mu.Unlock()
 			continue
 		}
 		last := len(st.watchers) - 1
@@ -358,10 +435,10 @@ func (h *Hub) Leave(w Watcher, ms []mesh.Code) {
 		st.watchers = st.watchers[:last]
 		delete(st.index, w)
 		if len(st.watchers) > 0 || h.closed.Load() {
-			sh.mu.Unlock()
+			st.mu.Unlock()
 			continue
 		}
-		h.drop(sh, st)
+		h.drop(st)
 	}
 }
 
@@ -415,10 +492,14 @@ func (h *Hub) onEvent(m mesh.Code, ev *meshcastv1.MeshEvent) {
 // event of the vehicle (on any mesh). reseed marks a write from a snapshot read in epoch ep:
 // then an equal or newer state is kept.
 func (h *Hub) upsert(m mesh.Code, e *Entry, ep uint64, reseed bool) {
+	// The vehicle's newest time is checked and set under its shard's lock, released before the
+	// mesh's: a vehicle's events of one mesh come in order (one bus goroutine per mesh, the
+	// reseed and sweep compare under the mesh's lock), and riders order a vehicle's events of
+	// different meshes by their time.
 	vs := h.vehShard(e.ID)
 	vs.mu.Lock()
-	defer vs.mu.Unlock()
 	if seen, ok := vs.seen[e.ID]; ok && e.ObservedAtMs < seen {
+		vs.mu.Unlock()
 		if !reseed {
 			h.m.dropped.WithLabelValues("older").Inc()
 		}
@@ -426,13 +507,13 @@ func (h *Hub) upsert(m mesh.Code, e *Entry, ep uint64, reseed bool) {
 	} else if !ok || e.ObservedAtMs > seen {
 		vs.seen[e.ID] = e.ObservedAtMs
 	}
-	sh := h.meshShard(m)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	st := sh.meshes[m]
+	vs.mu.Unlock()
+	st := h.lookup(m)
 	if st == nil {
 		return
 	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	if reseed {
 		if cur, ok := st.vehicles[e.ID]; ok && cur.e.ObservedAtMs >= e.ObservedAtMs {
 			return
@@ -449,17 +530,16 @@ func (h *Hub) upsert(m mesh.Code, e *Entry, ep uint64, reseed bool) {
 func (h *Hub) remove(m mesh.Code, id string, t int64, moved mesh.Code, rem func() *Removal, match *Entry) {
 	vs := h.vehShard(id)
 	vs.mu.Lock()
-	defer vs.mu.Unlock()
 	if seen, ok := vs.seen[id]; !ok || t > seen {
 		vs.seen[id] = t
 	}
-	sh := h.meshShard(m)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	st := sh.meshes[m]
+	vs.mu.Unlock()
+	st := h.lookup(m)
 	if st == nil {
 		return
 	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	cur, ok := st.vehicles[id]
 	if match != nil && (!ok || cur.e != match) {
 		return
@@ -473,6 +553,7 @@ func (h *Hub) remove(m mesh.Code, id string, t int64, moved mesh.Code, rem func(
 	h.fanout(st, &Event{Mesh: m, ID: id, ObservedAtMs: t, Removal: rem(), MovedTo: moved})
 }
 
+// fanout hands ev to st's watchers; called with st.mu held (the only lock held).
 func (h *Hub) fanout(st *meshState, ev *Event) {
 	h.events.Add(1)
 	for _, w := range st.watchers {
@@ -486,11 +567,10 @@ func (h *Hub) cutoff() int64 { return h.o.Now().UnixMilli() - h.o.TTL.Millisecon
 // reseed reads mesh st's snapshot and brings the state to it: new or newer vehicles are upserted,
 // vehicles the snapshot lacks (and no event touched since the read began) are removed as STALE.
 func (h *Hub) reseed(ctx context.Context, st *meshState) error {
-	sh := h.meshShard(st.code)
-	sh.mu.Lock()
+	st.mu.Lock()
 	st.epoch++
 	ep := st.epoch
-	sh.mu.Unlock()
+	st.mu.Unlock()
 	vs, err := h.b.Snapshot(ctx, st.code)
 	if err != nil {
 		return fmt.Errorf("hub: snapshot of mesh %s: %w", st.code, err)
@@ -509,34 +589,36 @@ func (h *Hub) reseed(ctx context.Context, st *meshState) error {
 		in[e.ID] = struct{}{}
 		h.upsert(st.code, e, ep, true)
 	}
-	sh.mu.Lock()
+	st.mu.Lock()
 	var gone []*Entry
 	for id, s := range st.vehicles {
 		if _, ok := in[id]; !ok && s.epoch < ep {
 			gone = append(gone, s.e)
 		}
 	}
-	sh.mu.Unlock()
+	st.mu.Unlock()
 	for _, e := range gone {
 		h.remove(st.code, e.ID, e.ObservedAtMs, 0, func() *Removal {
 			return NewRemoval(e.ID, meshcastv1.RemovalReason_REMOVAL_REASON_STALE)
 		}, e)
 	}
-	sh.mu.Lock()
+	st.mu.Lock()
 	for _, w := range st.watchers {
 		w.Resynced(st.code)
 	}
-	sh.mu.Unlock()
+	st.mu.Unlock()
 	return nil
 }
 
 // Resync re-reads mesh m's snapshot now and sends the watchers the difference, as the hub does by
 // itself when the bus reports a possible gap (OnResync). A mesh nobody watches is ignored.
 func (h *Hub) Resync(ctx context.Context, m mesh.Code) error {
-	sh := h.meshShard(m)
-	sh.mu.Lock()
-	st := sh.meshes[m]
-	ok := st != nil && !st.closing && st.err == nil
+	st := h.lookup(m)
+	if st == nil {
+		return nil
+	}
+	st.mu.Lock()
+	ok := !st.closing && st.err == nil
 	if ok {
 		select {
 		case <-st.ready:
@@ -544,7 +626,7 @@ func (h *Hub) Resync(ctx context.Context, m mesh.Code) error {
 			ok = false // being seeded: the seed reads the snapshot after the subscription
 		}
 	}
-	sh.mu.Unlock()
+	st.mu.Unlock()
 	if !ok {
 		return nil
 	}
@@ -614,17 +696,23 @@ func (h *Hub) sweeper() {
 func (h *Hub) Sweep() {
 	cutoff := h.cutoff()
 	var stale []*Entry
+	var sts []*meshState
 	for i := range h.meshes {
 		sh := &h.meshes[i]
-		sh.mu.Lock()
+		sh.mu.RLock()
 		for _, st := range sh.meshes {
-			for _, s := range st.vehicles {
-				if s.e.ObservedAtMs <= cutoff {
-					stale = append(stale, s.e)
-				}
+			sts = append(sts, st)
+		}
+		sh.mu.RUnlock()
+	}
+	for _, st := range sts {
+		st.mu.Lock()
+		for _, s := range st.vehicles {
+			if s.e.ObservedAtMs <= cutoff {
+				stale = append(stale, s.e)
 			}
 		}
-		sh.mu.Unlock()
+		st.mu.Unlock()
 	}
 	for _, e := range stale {
 		h.expired.Add(1)
@@ -647,7 +735,7 @@ func (h *Hub) Sweep() {
 
 // Stats are counters of the hub's work since New.
 type Stats struct {
-	Meshes    int    // meshes subscribed now
+	Meshes    int    // meshes subscribed now (not counting those being unsubscribed)
 	Vehicles  int    // vehicles held now (all meshes)
 	Watchers  int    // (watcher, mesh) registrations now
 	Events    uint64 // events fanned out
@@ -660,13 +748,17 @@ func (h *Hub) Stats() Stats {
 	s := Stats{Events: h.events.Load(), Encodings: encodes.Load(), Expired: h.expired.Load()}
 	for i := range h.meshes {
 		sh := &h.meshes[i]
-		sh.mu.Lock()
+		sh.mu.RLock()
 		for _, st := range sh.meshes {
-			s.Meshes++
-			s.Vehicles += len(st.vehicles)
-			s.Watchers += len(st.watchers)
+			st.mu.Lock()
+			if !st.closing {
+				s.Meshes++
+				s.Vehicles += len(st.vehicles)
+				s.Watchers += len(st.watchers)
+			}
+			st.mu.Unlock()
 		}
-		sh.mu.Unlock()
+		sh.mu.RUnlock()
 	}
 	return s
 }

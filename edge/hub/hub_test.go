@@ -48,7 +48,8 @@ type tapBus struct {
 	muted   bool
 	adds    map[mesh.Code]int
 	removes map[mesh.Code]int
-	fails   int // Snapshot calls left to fail
+	fails   int           // Snapshot calls left to fail
+	block   chan struct{} // not nil: Remove waits until it is closed (a slow bus)
 }
 
 func (t *tapBus) Snapshot(ctx context.Context, m mesh.Code) ([]*meshcastv1.Vehicle, error) {
@@ -122,7 +123,15 @@ func (s *tapSub) Remove(ctx context.Context, ms ...mesh.Code) error {
 	for _, m := range ms {
 		s.t.removes[m]++
 	}
+	block := s.t.block
 	s.t.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return s.Subscription.Remove(ctx, ms...)
 }
 
@@ -268,6 +277,7 @@ func TestJoinSubscribesOncePerMesh(t *testing.T) {
 		t.Fatal("mesh A unsubscribed while w2 still watches it")
 	}
 	e.hub.Leave(w2, []mesh.Code{mA, mB, mC}) // mC: never joined, ignored
+	e.hub.waitUnsubscribed()
 	if _, r := e.tap.counts(mA); r != 1 {
 		t.Fatalf("mesh A: %d removes after the last watcher left, want 1", r)
 	}
@@ -281,6 +291,44 @@ func TestJoinSubscribesOncePerMesh(t *testing.T) {
 	if a, _ := e.tap.counts(mA); a != 2 {
 		t.Fatalf("mesh A: %d adds after rejoin, want 2", a)
 	}
+}
+
+// TestLeaveDoesNotWaitOnTheBus: the last watcher leaving a mesh returns while the bus's
+// unsubscription is still blocked; the hub unsubscribes on its own goroutine, a join of that mesh
+// meanwhile waits for the unsubscription and then subscribes afresh, and every subscription is
+// balanced by one unsubscription.
+func TestLeaveDoesNotWaitOnTheBus(t *testing.T) {
+	e := newEnv(t)
+	block := make(chan struct{})
+	e.tap.mu.Lock()
+	e.tap.block = block
+	e.tap.mu.Unlock()
+	w := newRecorder()
+	seedIDs(t, e.hub, w, mA, mB)
+	e.hub.Leave(w, []mesh.Code{mA, mB}) // returns although Remove blocks
+	if s := e.hub.Stats(); s.Meshes != 0 || s.Watchers != 0 {
+		t.Fatalf("stats %+v after leaving, want no mesh and no watcher", s)
+	}
+	joined := make(chan error, 1)
+	go func() { joined <- e.hub.Join(context.Background(), w, []mesh.Code{mA}, nil) }()
+	select {
+	case err := <-joined:
+		t.Fatalf("Join of a mesh being unsubscribed returned (%v) before the unsubscription", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(block)
+	if err := <-joined; err != nil {
+		t.Fatal(err)
+	}
+	e.hub.waitUnsubscribed()
+	if a, r := e.tap.counts(mA); a != 2 || r != 1 {
+		t.Fatalf("mesh A: %d adds %d removes, want 2 1 (subscribed again after the unsubscription)", a, r)
+	}
+	if a, r := e.tap.counts(mB); a != 1 || r != 1 {
+		t.Fatalf("mesh B: %d adds %d removes, want 1 1", a, r)
+	}
+	e.fix(t, "f/1", mA, true)
+	w.waitEvents(t, 1)
 }
 
 func TestFanoutSharesOneEvent(t *testing.T) {
@@ -457,6 +505,7 @@ func TestJoinFailure(t *testing.T) {
 	if err := e.hub.Join(context.Background(), w, []mesh.Code{mA}, nil); err == nil {
 		t.Fatal("Join succeeded with a failing snapshot")
 	}
+	e.hub.waitUnsubscribed()
 	if a, r := e.tap.counts(mA); a != 1 || r != 1 {
 		t.Fatalf("mesh A: %d adds %d removes after a failed join, want 1 1", a, r)
 	}
