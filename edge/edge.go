@@ -57,6 +57,10 @@ type Config struct {
 	// QueueLimit is how many vehicles may have an update pending for one rider before the rider
 	// is cut as too slow; MaxBatch how many events one write carries at most.
 	QueueLimit, MaxBatch int
+	// WriteDelay holds a rider's updates for this long after the first, so that those arriving
+	// meanwhile leave in the same write (each vehicle's latest only): fewer writes per event for
+	// at most this much more latency. 0: every update at once.
+	WriteDelay time.Duration
 
 	// AllowedOrigins are the browser origins allowed cross-origin (path.Match patterns on
 	// "scheme://host[:port]", "*" for any).
@@ -175,6 +179,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Heartbeat, "heartbeat", c.Heartbeat, "a Heartbeat event after this long without events")
 	fs.IntVar(&c.QueueLimit, "queue-limit", c.QueueLimit, "vehicles with an update pending for one rider before it is cut as too slow")
 	fs.IntVar(&c.MaxBatch, "max-batch", c.MaxBatch, "most events in one write")
+	fs.DurationVar(&c.WriteDelay, "write-delay", c.WriteDelay, "hold a rider's updates this long after the first so that those arriving meanwhile leave in one write (latest per vehicle); 0: at once")
 	fs.Var((*commaList)(&c.AllowedOrigins), "allowed-origins", `browser origins allowed cross-origin, comma-separated patterns such as "https://*.example.com" ("*": any)`)
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound of each write to a WebSocket, SSE or gRPC-Web client, and of a native gRPC send blocked by flow control (a slow client is cut)")
 	fs.IntVar(&c.SendBuffer, "send-buffer", c.SendBuffer, "bytes a WebSocket, SSE or gRPC-Web rider's socket may hold unread by the client before the rider is cut as too slow (4008); also its SO_SNDBUF; 0: off")
@@ -292,6 +297,9 @@ func (c Config) Validate() error {
 	if c.QueueLimit < 1 {
 		bad("queue-limit", "%d is below 1", c.QueueLimit)
 	}
+	if c.WriteDelay < 0 || c.WriteDelay > time.Second {
+		bad("write-delay", "%v out of range [0, 1s]", c.WriteDelay)
+	}
 	if c.MaxBatch < 1 {
 		bad("max-batch", "%d is below 1", c.MaxBatch)
 	}
@@ -355,7 +363,7 @@ func (c Config) transportOptions(logger *slog.Logger) transport.Options {
 	return transport.Options{
 		Session: session.Options{
 			DefaultRadiusM: uint32(c.DefaultRadiusM), MaxRadiusM: uint32(c.MaxRadiusM),
-			Heartbeat: c.Heartbeat, QueueLimit: c.QueueLimit, MaxBatch: c.MaxBatch,
+			Heartbeat: c.Heartbeat, QueueLimit: c.QueueLimit, MaxBatch: c.MaxBatch, WriteDelay: c.WriteDelay,
 		},
 		AllowedOrigins:   c.AllowedOrigins,
 		WriteTimeout:     c.WriteTimeout,

@@ -63,6 +63,8 @@ func TestValidate(t *testing.T) {
 		{"heartbeat", func(c *Config) { c.Heartbeat = time.Millisecond }},
 		{"queue-limit", func(c *Config) { c.QueueLimit = 0 }},
 		{"max-batch", func(c *Config) { c.MaxBatch = -1 }},
+		{"write-delay", func(c *Config) { c.WriteDelay = 2 * time.Second }},
+		{"write-delay", func(c *Config) { c.WriteDelay = -time.Millisecond }},
 		{"write-timeout", func(c *Config) { c.WriteTimeout = 0 }},
 		{"shutdown-timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }},
 		{"max-message-bytes", func(c *Config) { c.MaxMessageBytes = 10 }},

@@ -24,7 +24,11 @@ type Options struct {
 	// QueueLimit is the largest number of distinct vehicles with an update pending (updates of one
 	// vehicle are coalesced, the latest wins) before the rider is cut with ErrTooSlow. Default 256.
 	QueueLimit int
-	MaxBatch   int              // most frames one Next returns. Default 64.
+	MaxBatch   int // most frames one Next returns. Default 64.
+	// WriteDelay holds a rider's updates for this long after the first one became pending, so
+	// that those arriving meanwhile leave in the same batch (one write), each vehicle's latest
+	// only. Snapshots and a batch behind a full one are not held. 0: every update at once.
+	WriteDelay time.Duration
 	Now        func() time.Time // the clock. Default time.Now.
 	// FirstSeq is the seq of the first frame, to continue a stream's numbering (SSE: Last-Event-ID
 	// + 1). 0 means 1.
@@ -69,6 +73,8 @@ type Session struct {
 	npend    int       // items with an op pending
 	needSnap bool      // the next frame is a Snapshot
 	joining  bool      // a Join is in progress: the view is incomplete
+	waiting  bool      // Next waits for the signal of a new update (not held by WriteDelay)
+	holdNs   int64     // with WriteDelay: the pending updates may leave at this time (Unix ns)
 	seq      uint64
 	lastSend time.Time
 	err      error
@@ -349,9 +355,14 @@ func (w *watcher) Deliver(ev *hub.Event) {
 	} else {
 		s.remove(ev)
 	}
-	pending := s.npend > 0 || s.err != nil
+	// Only a writer parked for news is woken: one busy writing finds the update when it comes
+	// back, one held by WriteDelay when its timer fires.
+	wake := s.err != nil || s.npend > 0 && s.waiting
+	if wake {
+		s.waiting = false
+	}
 	s.mu.Unlock()
-	if pending {
+	if wake {
 		s.wake()
 	}
 }
@@ -524,6 +535,9 @@ func (s *Session) reconcile(it *item, changed bool) {
 
 func (s *Session) enqueue(it *item, op opKind) {
 	if it.op == opNone {
+		if s.npend == 0 && s.o.WriteDelay > 0 {
+			s.holdNs = s.o.Now().UnixNano() + int64(s.o.WriteDelay)
+		}
 		s.npend++
 	}
 	it.op = op
@@ -601,15 +615,19 @@ func (s *Session) Next(ctx context.Context, dst []Frame) ([]Frame, error) {
 			return dst, err
 		}
 		wait := time.Duration(-1)
+		s.waiting = true
 		if !s.joining {
 			now := s.o.Now()
-			if s.fill(now) {
-				s.lastSend = now
+			if hold := s.held(now); hold > 0 {
+				wait, s.waiting = hold, false
+			} else if s.fill(now) {
+				s.lastSend, s.waiting, s.holdNs = now, false, 0
 				dst = s.enc.frames(dst)
 				s.mu.Unlock()
 				return dst, nil
+			} else {
+				wait = s.nextWake(now)
 			}
-			wait = s.nextWake(now)
 		}
 		s.mu.Unlock()
 		if err := ctx.Err(); err != nil {
@@ -635,6 +653,16 @@ func (s *Session) Next(ctx context.Context, dst []Frame) ([]Frame, error) {
 		}
 		s.timer.Stop()
 	}
+}
+
+// held returns how long WriteDelay still holds the pending updates (0: they may go now). A
+// snapshot is never held, nor are updates left over by a full batch (holdNs 0). Called with mu
+// held.
+func (s *Session) held(now time.Time) time.Duration {
+	if s.holdNs == 0 || s.needSnap || s.npend == 0 {
+		return 0
+	}
+	return max(time.Duration(s.holdNs-now.UnixNano()), 0)
 }
 
 // fill encodes the next batch into s.enc and reports whether it holds a frame (mu held).

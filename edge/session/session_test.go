@@ -385,3 +385,49 @@ func TestNewInvalid(t *testing.T) {
 		t.Fatalf("New = %v, want an InvalidError for lat", err)
 	}
 }
+
+// TestWriteDelay: with a write delay the snapshot goes at once; later updates are held for the
+// delay after the first of them, coalesced by vehicle (latest wins) and leave in one batch; the
+// updates a full batch left over are not held again.
+func TestWriteDelay(t *testing.T) {
+	e := newEnv(t)
+	e.apply(t, e.vehAt("f/1", mB, 0.5, 0.05))
+	o := e.o
+	o.WriteDelay = 100 * time.Millisecond
+	o.MaxBatch = 2
+	s := newSession(t, e, riderReq(), o)
+	if s.held(e.clk.Now()) != 0 {
+		t.Fatal("the snapshot is held")
+	}
+	expect(t, kinds(t, next(t, s)), "snapshot[f/1@56]")
+
+	e.apply(t, e.vehAt("f/1", mB, 0.5, 0.06))
+	first := e.clk.Now()
+	e.clk.advance(40 * time.Millisecond)
+	e.apply(t, e.vehAt("f/2", mB, 0.5, 0.1))
+	e.apply(t, e.vehAt("f/1", mB, 0.5, 0.07)) // coalesced with f/1's first update
+	s.mu.Lock()
+	hold := s.held(e.clk.Now())
+	s.mu.Unlock()
+	if want := first.Add(100 * time.Millisecond).Sub(e.clk.Now()); hold != want {
+		t.Fatalf("held for %v more, want %v (100ms after the first update)", hold, want)
+	}
+	e.clk.advance(hold)
+	expect(t, kinds(t, next(t, s)), "up f/1@79", "up f/2@113")
+
+	// three updates: a batch of two after the delay, the third right after it
+	for i, id := range []string{"f/1", "f/2", "f/3"} {
+		e.apply(t, e.vehAt(id, mB, 0.5, 0.2+0.01*float64(i)))
+	}
+	e.clk.advance(100 * time.Millisecond)
+	if got := len(next(t, s)); got != 2 {
+		t.Fatalf("batch of %d, want 2 (MaxBatch)", got)
+	}
+	s.mu.Lock()
+	hold = s.held(e.clk.Now())
+	s.mu.Unlock()
+	if hold != 0 {
+		t.Fatalf("the update left by a full batch is held for %v", hold)
+	}
+	expect(t, kinds(t, next(t, s)), "up f/3@248")
+}
