@@ -12,7 +12,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -23,6 +25,30 @@ type Object struct {
 	APIVersion, Kind, Name string
 	YAML                   []byte
 	Typed                  any // *appsv1.Deployment, *corev1.Service, ...
+}
+
+// Certificate is the part of cert-manager's Certificate (cert-manager.io/v1) meshcast uses,
+// decoded strictly: a field outside it is an error, so a misspelt one is caught.
+type Certificate struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		SecretName string   `json:"secretName"`
+		DNSNames   []string `json:"dnsNames"`
+		IssuerRef  struct {
+			Group string `json:"group,omitempty"`
+			Kind  string `json:"kind"`
+			Name  string `json:"name"`
+		} `json:"issuerRef"`
+		PrivateKey *struct {
+			Algorithm      string `json:"algorithm,omitempty"`
+			Size           int    `json:"size,omitempty"`
+			RotationPolicy string `json:"rotationPolicy,omitempty"`
+		} `json:"privateKey,omitempty"`
+		Duration    string `json:"duration,omitempty"`
+		RenewBefore string `json:"renewBefore,omitempty"`
+	} `json:"spec"`
 }
 
 // newTyped returns a new value of the Go type of apiVersion/kind, or nil for a kind this
@@ -45,6 +71,10 @@ func newTyped(apiVersion, kind string) any {
 		return &autoscalingv2.HorizontalPodAutoscaler{}
 	case "policy/v1 PodDisruptionBudget":
 		return &policyv1.PodDisruptionBudget{}
+	case "networking.k8s.io/v1 NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}
+	case "cert-manager.io/v1 Certificate":
+		return &Certificate{}
 	}
 	return nil
 }

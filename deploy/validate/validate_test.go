@@ -194,9 +194,9 @@ func checkWorkload(w workload, cms map[string]*corev1.ConfigMap, readmeEnv map[s
 			errorf("%s: securityContext must set readOnlyRootFilesystem true, allowPrivilegeEscalation false", cid)
 		}
 		var preStop time.Duration
-		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
-			errorf("%s: no preStop sleep", cid)
-		} else {
+		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || (c.Lifecycle.PreStop.Sleep == nil && c.Lifecycle.PreStop.Exec == nil) {
+			errorf("%s: no preStop sleep or drain", cid)
+		} else if c.Lifecycle.PreStop.Sleep != nil {
 			preStop = time.Duration(c.Lifecycle.PreStop.Sleep.Seconds) * time.Second
 		}
 		if len(c.Args) == 0 || c.Name == "envoy" {
@@ -322,7 +322,7 @@ func TestEnvoyConfig(t *testing.T) {
 	j := string(must(t, b))
 	for _, want := range []string{
 		`"grpcHealthCheck"`, `"upgradeType":"websocket"`, `"lbPolicy":"LEAST_REQUEST"`,
-		`"path":"%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"`, `"grpc_status":`, `"statsForAllMethods":true`,
+		`"path":"%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%"`, `"grpc_status":`, `"statsForAllMethods":true`,
 	} {
 		if !strings.Contains(strings.ReplaceAll(j, " ", ""), strings.ReplaceAll(want, " ", "")) {
 			t.Errorf("envoy.yaml lacks %s", want)
