@@ -103,7 +103,6 @@ type Result struct {
 	LatencyBy      map[Transport]Latency `json:"latency_by_transport"`
 	Servers        []ServerResult        `json:"servers,omitempty"`
 	hist           *Histogram            `json:"-"`
-	byTransport    map[Transport]bool    `json:"-"`
 }
 
 func (c *Config) defaults() error {

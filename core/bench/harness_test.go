@@ -244,12 +244,6 @@ func (d *deployment) restartBridge(tb testing.TB) {
 	d.bridge = startProc(tb, d.bin, "bridge", d.brArgs...)
 }
 
-// restartEdge starts a new edge with the same flags (same port).
-func (d *deployment) restartEdge(tb testing.TB) {
-	tb.Helper()
-	d.edge = startProc(tb, d.bin, "edge", d.edgeArgs...)
-}
-
 // addr is the current edge's rider address.
 func (d *deployment) addr() string {
 	d.mu.Lock()

@@ -318,17 +318,6 @@ func stalled(ctx context.Context, st *riderState) bool {
 	}
 }
 
-// connectedBy returns the connected riders per transport.
-func (rs *riderSet) connectedBy() map[Transport]int64 {
-	m := map[Transport]int64{}
-	for k, t := range Transports {
-		if n := rs.byTr[k].Load(); n != 0 {
-			m[t] = n
-		}
-	}
-	return m
-}
-
 // wakeStalled makes the stalled riders read again (to see how their streams ended).
 func (rs *riderSet) wakeStalled() { rs.wakeOnce.Do(func() { close(rs.wake) }) }
 

@@ -188,7 +188,7 @@ func parseAddr(addr string) (endpoint, error) {
 	}
 	scheme, rest, ok := strings.Cut(addr, "://")
 	if !ok {
-		return ep, fmt.Errorf("bus address %q: want memory://, redis://host:port[/db] or redis+cluster://host:port,...", shown)
+		return ep, fmt.Errorf("bus address %q: want memory://, redis://host:port[/db] or redis+cluster://host:port[,host:port]", shown)
 	}
 	switch scheme {
 	case "memory":

@@ -131,18 +131,6 @@ func eventID(ev *meshcastv1.MeshEvent) string {
 	return ev.GetRemove().GetId()
 }
 
-// waitUntil polls cond (for conditions outside a recorder) until it holds or waitTimeout passes.
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // Test meshes: three neighbours around Tokyo Station.
 var (
 	mA = mustMesh("53394611")

@@ -163,7 +163,7 @@ func FuzzAppendJSONString(f *testing.F) {
 
 func FuzzAppendVehicleJSON(f *testing.F) {
 	f.Add("f/v1", "f", 35.68, 139.76, float32(90), float32(12.5), int32(1), "53394611", int64(1732260000123), uint32(5))
-	f.Add("", "", math.NaN(), math.Inf(-1), float32(math.Inf(1)), float32(-0.0), int32(-3), "\xff", int64(-1), uint32(0))
+	f.Add("", "", math.NaN(), math.Inf(-1), float32(math.Inf(1)), float32(math.Copysign(0, -1)), int32(-3), "\xff", int64(-1), uint32(0))
 	f.Fuzz(func(t *testing.T, id, fleet string, lat, lon float64, hd, sp float32, class int32, m string, ts int64, d uint32) {
 		v := &meshcastv1.Vehicle{Id: id, Fleet: fleet, Lat: lat, Lon: lon, HeadingDeg: hd, SpeedKmh: sp,
 			Class: meshcastv1.VehicleClass(class), Mesh: m, ObservedAtMs: ts, DistanceM: d}

@@ -118,7 +118,7 @@ type Hub struct {
 	unsubDone *sync.Cond
 	unsubSig  chan struct{}
 
-	events, dropped, expired atomic.Uint64
+	events, expired atomic.Uint64
 }
 
 // meshShard holds the states of some meshes; its lock guards only the map (lookups, adding and

@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -235,16 +234,6 @@ func (v *view) apply(fs []Frame) error {
 		}
 	}
 	return nil
-}
-
-// ids returns "id@distance" of the view, sorted.
-func (v *view) ids() []string {
-	var out []string
-	for id, x := range v.vs {
-		out = append(out, fmt.Sprintf("%s@%d", id, x.DistanceM))
-	}
-	sort.Strings(out)
-	return out
 }
 
 // next returns the frames of one Next call, failing the test after 10 s.

@@ -305,8 +305,7 @@ func sseRider(t testing.TB, base string, req *meshcastv1.WatchRequest) *rider {
 		lastID string
 		gen    int
 	)
-	var open func(req *meshcastv1.WatchRequest) error
-	open = func(req *meshcastv1.WatchRequest) error {
+	open := func(req *meshcastv1.WatchRequest) error {
 		ctx, c := context.WithCancel(context.Background())
 		hr, _ := http.NewRequestWithContext(ctx, "GET", watchURL(base, PathSSE, req, nil), nil)
 		mu.Lock()

@@ -396,7 +396,6 @@ func BenchmarkIdleGRPCFloor(b *testing.B) {
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.MaxRecvMsgSize(o.MaxMessageBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: o.KeepaliveTimeout}),
-		grpc.SharedWriteBuffer(true),
 	)
 	d := meshcastv1.RiderService_ServiceDesc
 	d.HandlerType = (*any)(nil)

@@ -26,9 +26,8 @@ import (
 // hub and the sessions share it, so heartbeats still fire on real timers.
 type clock struct{ offset atomic.Int64 }
 
-func (c *clock) Now() time.Time            { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *clock) advance(d time.Duration)   { c.offset.Add(int64(d)) }
-func (c *clock) options() func() time.Time { return c.Now }
+func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // testServer is a running transport server on a loopback port.
 type testServer struct {

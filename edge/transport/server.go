@@ -253,7 +253,6 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		grpc.MaxRecvMsgSize(o.MaxMessageBytes),
 		grpc.KeepaliveParams(ka),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: o.KeepaliveMinTime, PermitWithoutStream: true}),
-		grpc.SharedWriteBuffer(true),
 		grpc.ConnectionTimeout(o.HandshakeTimeout),
 		grpc.MaxConcurrentStreams(uint32(o.MaxStreamsPerConn)),
 		grpc.MaxHeaderListSize(uint32(o.MaxHeaderBytes)),
