@@ -60,6 +60,7 @@ riders use -procs to spread them over child processes (each on its own
 	edgeCPU := fs.Int("edge-cpu", 1, "with -fanout: CPU the edge is pinned to (-1: not pinned)")
 	loadCPU := fs.Int("load-cpu", 0, "with -fanout: CPU redis-server, the publisher and the riders are pinned to (-1: not pinned)")
 	redisBin := fs.String("redis-server", "redis-server", "with -fanout: the redis-server binary")
+	profileDir := fs.String("profile-dir", "", "with -fanout: write a CPU profile of the edge over each step's window to this directory")
 	idleVehicles := fs.Int("idle-vehicles", 200, "with -fanout: vehicles published before the riders connect")
 	if err := config.Parse(fs, args, nil); err != nil {
 		return err
@@ -70,7 +71,7 @@ riders use -procs to spread them over child processes (each on its own
 		return runFanout(ctx, stdout, fanoutFlags{set: set, riders: *riders, mix: *mix, grpcConns: *grpcConns, radius: *radius,
 			duration: *duration, warmup: *warmup, interval: *interval, seed: *seed, out: *out, rates: *rates, knee: *knee,
 			kneeP99: *kneeP99, edgeBin: *edgeBin, edgeFlags: *edgeFlags, edgeCPU: *edgeCPU, loadCPU: *loadCPU,
-			redisBin: *redisBin, idle: *idleVehicles})
+			redisBin: *redisBin, idle: *idleVehicles, profileDir: *profileDir})
 	}
 	m, err := bench.ParseMix(*mix)
 	if err != nil {
@@ -156,14 +157,15 @@ type fanoutFlags struct {
 	knee                         bool
 	kneeP99                      time.Duration
 	edgeBin, edgeFlags, redisBin string
+	profileDir                   string
 	edgeCPU, loadCPU             int
 }
 
 // runFanout runs `meshcast bench -fanout` (core/bench.Fanout).
 func runFanout(ctx context.Context, stdout io.Writer, f fanoutFlags) error {
 	cfg := bench.FanoutConfig{EdgeBin: f.edgeBin, EdgeFlags: strings.Fields(f.edgeFlags), RedisBin: f.redisBin,
-		EdgeCPU: f.edgeCPU, LoadCPU: f.loadCPU, GRPCConns: f.grpcConns, Knee: f.knee, KneeP99: f.kneeP99,
-		Interval: f.interval, Idle: f.idle, Seed: f.seed, Log: os.Stderr}
+		EdgeCPU: f.edgeCPU, LoadCPU: f.loadCPU, Knee: f.knee, KneeP99: f.kneeP99,
+		Interval: f.interval, Idle: f.idle, Seed: f.seed, Log: os.Stderr, ProfileDir: f.profileDir}
 	if cfg.EdgeBin == "" {
 		exe, err := os.Executable()
 		if err != nil {
@@ -173,6 +175,9 @@ func runFanout(ctx context.Context, stdout io.Writer, f fanoutFlags) error {
 	}
 	if f.riders <= 0 {
 		return errors.New("-riders must be positive with -fanout")
+	}
+	if f.set["grpc-conns"] {
+		cfg.GRPCConns = f.grpcConns
 	}
 	if f.set["riders"] {
 		cfg.Riders = f.riders

@@ -40,7 +40,9 @@ type FanoutConfig struct {
 	LoadCPU   int      // CPU Redis, the publisher and the riders are pinned to; negative: not pinned
 	Riders    int      // default 5000
 	Mix       map[Transport]int
-	GRPCConns int    // HTTP/2 connections the gRPC riders share (Riders: one each)
+	// GRPCConns is the number of HTTP/2 connections the gRPC riders share (Riders: one each).
+	// Default: one per 50 gRPC riders (the edge's -max-streams-per-conn is 100 by default).
+	GRPCConns int
 	RadiusM   uint32 // default 1000: a 3x3 block of third meshes around each rider
 	// Block is the side of the square block of third meshes the vehicles move in (default 10);
 	// riders stand at the centres of its inner meshes (all but the outer ring).
@@ -60,6 +62,9 @@ type FanoutConfig struct {
 	Duration time.Duration // each step's window (default 10s)
 	Seed     uint64
 	Log      io.Writer
+	// ProfileDir, when set, gets a CPU profile of the edge over each step's window
+	// (fanout-<rate>.pprof, from the edge's /debug/pprof/profile).
+	ProfileDir string
 }
 
 // FanoutStep is what one step measured.
@@ -115,7 +120,13 @@ func (c *FanoutConfig) defaults() error {
 		c.Mix = map[Transport]int{WS: 1, WSProto: 1, SSE: 1, GRPC: 1, GRPCWeb: 1}
 	}
 	if c.GRPCConns <= 0 {
-		c.GRPCConns = 8
+		n := 0
+		for i := range c.Riders {
+			if transportOf(c.Mix, i) == GRPC {
+				n++
+			}
+		}
+		c.GRPCConns = max(1, (n+49)/50)
 	}
 	if c.RadiusM == 0 {
 		c.RadiusM = 1000
@@ -299,7 +310,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	rates := append([]int(nil), cfg.Rates...)
 	extra := 0
 	for k := 0; k < len(rates); k++ {
-		st, err := runStep(ctx, cfg, rates[k], edge.Process.Pid, w, pub, rs, logf)
+		st, err := runStep(ctx, cfg, rates[k], edge.Process.Pid, admin, w, pub, rs, logf)
 		if err != nil {
 			return res, err
 		}
@@ -318,7 +329,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 }
 
 // runStep drives one rate: warm-up, then the window.
-func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, w *world, pub *publisher, rs *riderSet,
+func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, admin string, w *world, pub *publisher, rs *riderSet,
 	logf func(string, ...any)) (FanoutStep, error) {
 	st := FanoutStep{Target: rate}
 	pctx, stop := context.WithCancel(ctx)
@@ -339,6 +350,14 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, w *world,
 		return st, err
 	}
 	t0 := time.Now()
+	var prof chan error
+	if cfg.ProfileDir != "" {
+		prof = make(chan error, 1)
+		go func() {
+			prof <- fetchProfile(ctx, "http://"+admin+"/debug/pprof/profile?seconds="+strconv.Itoa(int(cfg.Duration.Seconds())),
+				filepath.Join(cfg.ProfileDir, fmt.Sprintf("fanout-%d.pprof", rate)))
+		}()
+	}
 	if err := sleepCtx(ctx, cfg.Duration); err != nil {
 		return st, err
 	}
@@ -378,6 +397,11 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, w *world,
 	st.LoadAvg = loadAvg()
 	if cfg.LoadCPU >= 0 {
 		st.LoadCPUBusy = cpu1.busy(cpu0, cfg.LoadCPU)
+	}
+	if prof != nil {
+		if err := <-prof; err != nil {
+			logf("fanout: profile: %v", err)
+		}
 	}
 	logf("fanout: %6d/s delivered %7.0f/s (predicted %.0f, %.0f fixes/s, %d vehicles) edge %.2f cores %.2f µs/event %.0f events/CPU-s %.2f events/write p50 %.1f p99 %.1f p99.9 %.1f ms RSS %.0f MB; load CPU %.0f%% busy, loadavg %s, %s",
 		rate, st.Delivered, st.Predicted, st.Updates, st.Vehicles, st.EdgeCores, st.MicrosPerEvent, st.EventsPerCPUSec,
@@ -896,4 +920,24 @@ func (r *FanoutResult) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
+}
+
+func fetchProfile(ctx context.Context, url, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o644)
 }
