@@ -83,6 +83,7 @@ type riderSet struct {
 	measuring atomic.Bool
 	byTr      [5]atomic.Int64 // connected riders per transport (index in Transports)
 	busy      atomic.Int64    // riders that received at least two events on their current stream
+	grpcNext  atomic.Uint64   // gRPC riders opened: they take the shared connections in turn
 
 	hc      *http.Client
 	hcStall *http.Client         // small receive buffers, for riders that stop reading
@@ -266,7 +267,8 @@ func (rs *riderSet) open(ctx context.Context, i int, tr Transport, lat, lon floa
 	case SSE:
 		run = func() error { return rs.runSSE(sctx, st, edge, q) }
 	case GRPC:
-		cc := rs.ccs[i%len(rs.edges)][i%rs.grpcConns]
+		// in turn, not by i: with a mix, i of one transport share factors with the connections
+		cc := rs.ccs[i%len(rs.edges)][(rs.grpcNext.Add(1)-1)%uint64(rs.grpcConns)]
 		run = func() error { return rs.runGRPC(sctx, st, cc, lat, lon) }
 	case GRPCWeb:
 		run = func() error { return rs.runGRPCWeb(sctx, st, edge, lat, lon) }

@@ -117,88 +117,110 @@ func appendSeqJSON(b []byte, seq uint64) []byte {
 	return append(b, `",`...)
 }
 
-// encoder appends the frames of a batch to one buffer (each frame's protobuf, then its JSON) and
-// slices it into Frames once the batch is complete (appends may move the buffer).
-type encoder struct {
-	buf   []byte
-	marks []mark
+// Framing writes a batch in one transport's wire format: each event is encoded once, in the
+// framing's encoding (protobuf or protojson), straight into the transport's write buffer, with
+// what the transport puts around it (a length prefix, an SSE event's fields, a gRPC message
+// header). Implementations keep only their framing; see NextBatch.
+type Framing interface {
+	// JSON reports whether events are encoded as protojson RiderEvents (else protobuf).
+	JSON() bool
+	// Begin appends what goes before event i (0-based in the batch) of kind k and seq.
+	Begin(b []byte, i int, seq uint64, k Kind) []byte
+	// End completes the event whose encoding is b[start:].
+	End(b []byte, start int) []byte
 }
 
-type mark struct {
-	seq    uint64
-	kind   Kind
-	p0, j0 int // start of the protobuf and of the JSON
-	end    int
+// Batch describes the events one NextBatch appended.
+type Batch struct {
+	Events  int
+	LastSeq uint64
+	// Observed holds the observed_at_ms of the batch's upserts, in order (for the delivery
+	// latency): valid until the next NextBatch.
+	Observed []int64
 }
 
-func (x *encoder) begin(seq uint64, k Kind) {
-	x.marks = append(x.marks, mark{seq: seq, kind: k, p0: len(x.buf)})
+// appendEventBody appends one event's RiderEvent encoding (protojson if json).
+func appendEventBody(b []byte, json bool, seq uint64, o *out, snap []vehicle, nowMs int64) []byte {
+	switch o.kind {
+	case KindSnapshot:
+		if json {
+			return appendSnapshotJSON(b, seq, snap)
+		}
+		return appendSnapshotProto(b, seq, snap)
+	case KindUpsert:
+		if json {
+			return appendUpsertJSON(b, seq, o.v)
+		}
+		return appendUpsertProto(b, seq, o.v)
+	case KindRemove:
+		if json {
+			return appendRemoveJSON(b, seq, o.r)
+		}
+		return appendRemoveProto(b, seq, o.r)
+	default:
+		if json {
+			return appendHeartbeatJSON(b, seq, nowMs)
+		}
+		return appendHeartbeatProto(b, seq, nowMs)
+	}
 }
 
-// json marks the end of the frame's protobuf and the start of its JSON.
-func (x *encoder) json() { x.marks[len(x.marks)-1].j0 = len(x.buf) }
-
-func (x *encoder) end() { x.marks[len(x.marks)-1].end = len(x.buf) }
-
-func (x *encoder) upsert(seq uint64, v vehicle) {
-	x.begin(seq, KindUpsert)
-	b := appendSeqProto(x.buf, seq)
+func appendUpsertProto(b []byte, seq uint64, v vehicle) []byte {
+	b = appendSeqProto(b, seq)
 	b = protowire.AppendTag(b, fUpsert, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(sizeVehicle(v)))
-	x.buf = appendVehicleProto(b, v)
-	x.json()
-	b = appendSeqJSON(x.buf, seq)
+	return appendVehicleProto(b, v)
+}
+
+func appendUpsertJSON(b []byte, seq uint64, v vehicle) []byte {
+	b = appendSeqJSON(b, seq)
 	b = append(b, `"upsert":`...)
 	b = appendVehicleJSON(b, v)
-	x.buf = append(b, '}')
-	x.end()
+	return append(b, '}')
 }
 
-func (x *encoder) remove(seq uint64, r *hub.Removal) {
-	x.begin(seq, KindRemove)
-	b := appendSeqProto(x.buf, seq)
+func appendRemoveProto(b []byte, seq uint64, r *hub.Removal) []byte {
+	b = appendSeqProto(b, seq)
 	b = protowire.AppendTag(b, fRemove, protowire.BytesType)
-	x.buf = protowire.AppendBytes(b, r.Proto)
-	x.json()
-	b = appendSeqJSON(x.buf, seq)
+	return protowire.AppendBytes(b, r.Proto)
+}
+
+func appendRemoveJSON(b []byte, seq uint64, r *hub.Removal) []byte {
+	b = appendSeqJSON(b, seq)
 	b = append(b, `"remove":`...)
 	b = append(b, r.JSON...)
-	x.buf = append(b, '}')
-	x.end()
+	return append(b, '}')
 }
 
-func (x *encoder) heartbeat(seq uint64, nowMs int64) {
-	x.begin(seq, KindHeartbeat)
-	b := appendSeqProto(x.buf, seq)
+func appendHeartbeatProto(b []byte, seq uint64, nowMs int64) []byte {
+	b = appendSeqProto(b, seq)
 	b = protowire.AppendTag(b, fHeartbeat, protowire.BytesType)
 	if nowMs != 0 {
 		b = protowire.AppendVarint(b, uint64(protowire.SizeTag(fHeartbeatTime)+protowire.SizeVarint(uint64(nowMs))))
 		b = protowire.AppendTag(b, fHeartbeatTime, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(nowMs))
-	} else {
-		b = protowire.AppendVarint(b, 0)
+		return protowire.AppendVarint(b, uint64(nowMs))
 	}
-	x.buf = b
-	x.json()
-	b = appendSeqJSON(x.buf, seq)
+	return protowire.AppendVarint(b, 0)
+}
+
+func appendHeartbeatJSON(b []byte, seq uint64, nowMs int64) []byte {
+	b = appendSeqJSON(b, seq)
 	b = append(b, `"heartbeat":{`...)
 	if nowMs != 0 {
 		b = append(b, `"serverTimeMs":"`...)
 		b = strconv.AppendInt(b, nowMs, 10)
 		b = append(b, '"')
 	}
-	x.buf = append(b, "}}"...)
-	x.end()
+	return append(b, "}}"...)
 }
 
-func (x *encoder) snapshot(seq uint64, vs []vehicle) {
-	x.begin(seq, KindSnapshot)
+func appendSnapshotProto(b []byte, seq uint64, vs []vehicle) []byte {
 	n := 0
 	for _, v := range vs {
 		s := sizeVehicle(v)
 		n += protowire.SizeTag(fSnapshotVehicles) + protowire.SizeVarint(uint64(s)) + s
 	}
-	b := appendSeqProto(x.buf, seq)
+	b = appendSeqProto(b, seq)
 	b = protowire.AppendTag(b, fSnapshot, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(n))
 	for _, v := range vs {
@@ -206,35 +228,20 @@ func (x *encoder) snapshot(seq uint64, vs []vehicle) {
 		b = protowire.AppendVarint(b, uint64(sizeVehicle(v)))
 		b = appendVehicleProto(b, v)
 	}
-	x.buf = b
-	x.json()
-	b = appendSeqJSON(x.buf, seq)
-	if len(vs) == 0 {
-		b = append(b, `"snapshot":{}}`...)
-	} else {
-		b = append(b, `"snapshot":{"vehicles":[`...)
-		for i, v := range vs {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendVehicleJSON(b, v)
-		}
-		b = append(b, "]}}"...)
-	}
-	x.buf = b
-	x.end()
+	return b
 }
 
-// frames appends the batch's frames to dst. The frames share the batch's buffer, which the
-// encoder then forgets (the next batch gets a new one), so the frames stay valid for the caller.
-func (x *encoder) frames(dst []Frame) []Frame {
-	for _, m := range x.marks {
-		dst = append(dst, Frame{
-			Seq: m.seq, Kind: m.kind,
-			Proto: x.buf[m.p0:m.j0:m.j0],
-			JSON:  x.buf[m.j0:m.end:m.end],
-		})
+func appendSnapshotJSON(b []byte, seq uint64, vs []vehicle) []byte {
+	b = appendSeqJSON(b, seq)
+	if len(vs) == 0 {
+		return append(b, `"snapshot":{}}`...)
 	}
-	x.buf, x.marks = nil, x.marks[:0]
-	return dst
+	b = append(b, `"snapshot":{"vehicles":[`...)
+	for i, v := range vs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendVehicleJSON(b, v)
+	}
+	return append(b, "]}}"...)
 }

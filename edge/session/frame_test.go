@@ -52,7 +52,11 @@ func TestFrameEncodings(t *testing.T) {
 		return r.Uint32N(3001)
 	}
 	for i := range 3000 {
-		var x encoder
+		var fs []Frame
+		add := func(seq uint64, o out, vs []vehicle, nowMs int64) {
+			fs = append(fs, Frame{Seq: seq, Kind: o.kind, Proto: appendEventBody(nil, false, seq, &o, vs, nowMs),
+				JSON: appendEventBody(nil, true, seq, &o, vs, nowMs)})
+		}
 		var want []*meshcastv1.RiderEvent
 		seq := r.Uint64N(1<<40) + 1
 		for range 1 + r.IntN(4) {
@@ -60,16 +64,16 @@ func TestFrameEncodings(t *testing.T) {
 			switch r.IntN(4) {
 			case 0:
 				e, d := randEntry(t, r), dist()
-				x.upsert(seq, vehicle{e, d})
+				add(seq, out{kind: KindUpsert, v: vehicle{e, d}}, nil, 0)
 				want = append(want, &meshcastv1.RiderEvent{Seq: seq, Kind: &meshcastv1.RiderEvent_Upsert{Upsert: withDist(e.V, d)}})
 			case 1:
 				reason := meshcastv1.RemovalReason(r.IntN(7))
 				rem := hub.NewRemoval("f/v"+string(rune('a'+r.IntN(26))), reason)
-				x.remove(seq, rem)
+				add(seq, out{kind: KindRemove, r: rem}, nil, 0)
 				want = append(want, &meshcastv1.RiderEvent{Seq: seq, Kind: &meshcastv1.RiderEvent_Remove{Remove: &meshcastv1.Removal{Id: rem.ID, Reason: reason}}})
 			case 2:
 				ms := r.Int64N(1<<42) * int64(r.IntN(2))
-				x.heartbeat(seq, ms)
+				add(seq, out{kind: KindHeartbeat}, nil, ms)
 				want = append(want, &meshcastv1.RiderEvent{Seq: seq, Kind: &meshcastv1.RiderEvent_Heartbeat{Heartbeat: &meshcastv1.Heartbeat{ServerTimeMs: ms}}})
 			case 3:
 				var vs []vehicle
@@ -79,11 +83,10 @@ func TestFrameEncodings(t *testing.T) {
 					vs = append(vs, vehicle{e, d})
 					snap.Vehicles = append(snap.Vehicles, withDist(e.V, d))
 				}
-				x.snapshot(seq, vs)
+				add(seq, out{kind: KindSnapshot}, vs, 0)
 				want = append(want, &meshcastv1.RiderEvent{Seq: seq, Kind: &meshcastv1.RiderEvent_Snapshot{Snapshot: snap}})
 			}
 		}
-		fs := x.frames(nil)
 		if len(fs) != len(want) {
 			t.Fatalf("#%d: %d frames, want %d", i, len(fs), len(want))
 		}

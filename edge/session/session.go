@@ -83,7 +83,7 @@ type Session struct {
 	outs     []out
 	snap     []vehicle
 	touched  []*item
-	enc      encoder
+	observed []int64 // Batch.Observed
 }
 
 type area struct {
@@ -598,11 +598,82 @@ func (s *Session) cut() {
 	}
 }
 
-// Next blocks until at least one event is ready (or the heartbeat is due), then returns up to
-// MaxBatch frames appended to dst. The frames' bytes are not reused by the session. It returns
-// ErrTooSlow once the rider was cut, ErrClosed after Close, ctx.Err() when ctx ends, or the error
-// of a failed Move. Next must not be called concurrently with itself.
+// NextBatch blocks until at least one event is ready (or the heartbeat is due), then appends up
+// to MaxBatch events to b, each encoded once in f's encoding and framed by f, and returns the
+// buffer and what it holds. It returns ErrTooSlow once the rider was cut, ErrClosed after Close,
+// ctx.Err() when ctx ends, or the error of a failed Move (b unchanged). NextBatch must not be
+// called concurrently with itself or Next.
+func (s *Session) NextBatch(ctx context.Context, b []byte, f Framing) ([]byte, Batch, error) {
+	var bt Batch
+	err := s.next(ctx, func(now time.Time) {
+		json := f.JSON()
+		nowMs := now.UnixMilli()
+		s.observed = s.observed[:0]
+		for i := range s.outs {
+			o := &s.outs[i]
+			s.seq++
+			b = f.Begin(b, i, s.seq, o.kind)
+			start := len(b)
+			b = appendEventBody(b, json, s.seq, o, s.snap, nowMs)
+			b = f.End(b, start)
+			if o.kind == KindUpsert {
+				s.observed = append(s.observed, o.v.e.ObservedAtMs)
+			}
+			*o = out{}
+		}
+		bt = Batch{Events: len(s.outs), LastSeq: s.seq, Observed: s.observed}
+		s.snap = nil // snapshots are rare (start, moves): an idle rider keeps no array for them
+	})
+	return b, bt, err
+}
+
+// Next is NextBatch returning each event in both encodings as Frames appended to dst (the
+// frames' bytes are not reused by the session). Transports use NextBatch, which encodes once.
 func (s *Session) Next(ctx context.Context, dst []Frame) ([]Frame, error) {
+	err := s.next(ctx, func(now time.Time) {
+		size := 0
+		for _, o := range s.outs {
+			switch o.kind {
+			case KindSnapshot:
+				size += 64
+				for _, v := range s.snap {
+					size += len(v.e.Proto) + len(v.e.JSON) + 40
+				}
+			case KindUpsert:
+				size += len(o.v.e.Proto) + len(o.v.e.JSON) + 80
+			case KindRemove:
+				size += len(o.r.Proto) + len(o.r.JSON) + 64
+			case KindHeartbeat:
+				size += 96
+			}
+		}
+		buf := make([]byte, 0, size)
+		nowMs := now.UnixMilli()
+		type mark struct{ p0, j0, end int }
+		marks := make([]mark, len(s.outs))
+		for i := range s.outs {
+			o := &s.outs[i]
+			s.seq++
+			m := &marks[i]
+			m.p0 = len(buf)
+			buf = appendEventBody(buf, false, s.seq, o, s.snap, nowMs)
+			m.j0 = len(buf)
+			buf = appendEventBody(buf, true, s.seq, o, s.snap, nowMs)
+			m.end = len(buf)
+		}
+		seq := s.seq - uint64(len(s.outs))
+		for i, m := range marks {
+			dst = append(dst, Frame{Seq: seq + uint64(i) + 1, Kind: s.outs[i].kind,
+				Proto: buf[m.p0:m.j0:m.j0], JSON: buf[m.j0:m.end:m.end]})
+			s.outs[i] = out{}
+		}
+		s.snap = nil
+	})
+	return dst, err
+}
+
+// next waits for a batch as NextBatch describes and calls emit with mu held to encode s.outs.
+func (s *Session) next(ctx context.Context, emit func(now time.Time)) error {
 	for {
 		s.mu.Lock()
 		if err := s.err; err != nil {
@@ -612,7 +683,7 @@ func (s *Session) Next(ctx context.Context, dst []Frame) ([]Frame, error) {
 			if !left {
 				s.leave()
 			}
-			return dst, err
+			return err
 		}
 		wait := time.Duration(-1)
 		s.waiting = true
@@ -622,16 +693,16 @@ func (s *Session) Next(ctx context.Context, dst []Frame) ([]Frame, error) {
 				wait, s.waiting = hold, false
 			} else if s.fill(now) {
 				s.lastSend, s.waiting, s.holdNs = now, false, 0
-				dst = s.enc.frames(dst)
+				emit(now)
 				s.mu.Unlock()
-				return dst, nil
+				return nil
 			} else {
 				wait = s.nextWake(now)
 			}
 		}
 		s.mu.Unlock()
 		if err := ctx.Err(); err != nil {
-			return dst, err
+			return err
 		}
 		if wait < 0 {
 			select {
@@ -665,7 +736,8 @@ func (s *Session) held(now time.Time) time.Duration {
 	return max(time.Duration(s.holdNs-now.UnixNano()), 0)
 }
 
-// fill encodes the next batch into s.enc and reports whether it holds a frame (mu held).
+// fill gathers the next batch into s.outs (and s.snap) and reports whether it holds a frame
+// (mu held).
 func (s *Session) fill(now time.Time) bool {
 	nowNs := now.UnixNano()
 	s.expireTransits(now)
@@ -749,45 +821,7 @@ func (s *Session) fill(now time.Time) bool {
 			}
 		}
 	}
-	s.encode(now)
 	return true
-}
-
-// encode turns s.outs into frames in s.enc, with one buffer for the whole batch.
-func (s *Session) encode(now time.Time) {
-	size := 0
-	for _, o := range s.outs {
-		switch o.kind {
-		case KindSnapshot:
-			size += 64
-			for _, v := range s.snap {
-				size += len(v.e.Proto) + len(v.e.JSON) + 40
-			}
-		case KindUpsert:
-			size += len(o.v.e.Proto) + len(o.v.e.JSON) + 80
-		case KindRemove:
-			size += len(o.r.Proto) + len(o.r.JSON) + 64
-		case KindHeartbeat:
-			size += 96
-		}
-	}
-	s.enc.buf = make([]byte, 0, size)
-	for i := range s.outs {
-		o := &s.outs[i]
-		s.seq++
-		switch o.kind {
-		case KindSnapshot:
-			s.enc.snapshot(s.seq, s.snap)
-		case KindUpsert:
-			s.enc.upsert(s.seq, o.v)
-		case KindRemove:
-			s.enc.remove(s.seq, o.r)
-		case KindHeartbeat:
-			s.enc.heartbeat(s.seq, now.UnixMilli())
-		}
-		*o = out{}
-	}
-	s.snap = nil // snapshots are rare (start, moves): an idle rider keeps no array for them
 }
 
 // expireTransits removes, as STALE, vehicles whose move's upsert never came within the TTL.

@@ -1,9 +1,11 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -430,4 +432,80 @@ func TestWriteDelay(t *testing.T) {
 		t.Fatalf("the update left by a full batch is held for %v", hold)
 	}
 	expect(t, kinds(t, next(t, s)), "up f/3@248")
+}
+
+// lengthFraming frames each event as a 4-byte big-endian length and the event (the test's
+// own framing, like the transports' length-prefixed ones).
+type lengthFraming struct{ json bool }
+
+func (f lengthFraming) JSON() bool { return f.json }
+func (f lengthFraming) Begin(b []byte, i int, seq uint64, k Kind) []byte {
+	return append(b, 0, 0, 0, 0)
+}
+func (f lengthFraming) End(b []byte, start int) []byte {
+	n := len(b) - start
+	b[start-4], b[start-3], b[start-2], b[start-1] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	return b
+}
+
+func splitLength(t *testing.T, b []byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for len(b) > 0 {
+		if len(b) < 4 {
+			t.Fatalf("%d bytes left: no length", len(b))
+		}
+		n := int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+		out = append(out, b[4:4+n])
+		b = b[4+n:]
+	}
+	return out
+}
+
+// TestNextBatch: NextBatch encodes each event once, in the framing's encoding, after what the
+// buffer already holds; the events are those Next would give (same seqs, same content in either
+// encoding) and Batch reports their number, the last seq and the upserts' observed_at_ms.
+func TestNextBatch(t *testing.T) {
+	for _, js := range []bool{false, true} {
+		e := newEnv(t)
+		e.apply(t, e.vehAt("f/1", mB, 0.5, 0.05))
+		a := newSession(t, e, riderReq(), e.o) // NextBatch
+		b := newSession(t, e, riderReq(), e.o) // Next, for the expected events
+		ctx := context.Background()
+		check := func(prefix string) {
+			t.Helper()
+			buf, bt, err := a.NextBatch(ctx, []byte(prefix), lengthFraming{js})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(buf, []byte(prefix)) {
+				t.Fatalf("the buffer's first bytes %q were not kept", buf[:len(prefix)])
+			}
+			want := next(t, b)
+			got := splitLength(t, buf[len(prefix):])
+			if len(got) != len(want) || bt.Events != len(want) || bt.LastSeq != want[len(want)-1].Seq {
+				t.Fatalf("batch of %d events (Batch %+v), want %d up to seq %d", len(got), bt, len(want), want[len(want)-1].Seq)
+			}
+			var observed []int64
+			for i, g := range got {
+				w := want[i].Proto
+				if js {
+					w = want[i].JSON
+				}
+				if !bytes.Equal(g, w) {
+					t.Fatalf("event %d: %q, want %q", i, g, w)
+				}
+				if ev, _ := decode(want[i]); ev.GetUpsert() != nil {
+					observed = append(observed, ev.GetUpsert().ObservedAtMs)
+				}
+			}
+			if !slices.Equal(bt.Observed, observed) {
+				t.Fatalf("observed %v, want %v", bt.Observed, observed)
+			}
+		}
+		check("")
+		e.apply(t, e.vehAt("f/2", mB, 0.5, 0.1))
+		e.apply(t, e.vehAt("f/1", mB, 0.5, 0.9)) // leaves: a removal
+		check("head")
+	}
 }
