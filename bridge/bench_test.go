@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -46,7 +47,21 @@ func envInt(name string, def int) int {
 // max_inflight_messages: the publishers' in-flight limit, default the harness's 1000),
 // MESHCAST_BENCH_PROFILE=file (CPU profile of the bridge, MESHCAST_BENCH_PROFILE_SECONDS long),
 // MESHCAST_BENCH_RATE (messages per second over all publishers instead of as fast as they can:
-// the bridge's CPU per message at a fleet's steady rate, e.g. 3,333 for 10,000 taxis at 3 s).
+// the bridge's CPU per message at a fleet's steady rate, e.g. 3,333 for 10,000 taxis at 3 s),
+// MESHCAST_BENCH_BIN (the meshcast binary to run as the bridge instead of one built from this
+// tree: an A/B comparison of two builds, or a wrapper script that pins it to a core).
+//
+// Also reported: the quantiles of the bridge's meshcast_bridge_processing_seconds (receipt of the
+// MQTT message to its acknowledgement, which follows the SPUBLISH; the upper bound of the
+// histogram bucket holding the quantile), and the Redis commands the masters ran per message
+// (INFO commandstats: calls of EVALSHA and of all commands).
+//
+// Pinned, as BENCHMARKS.md reports it (the bridge alone on core 1, everything else on core 0):
+//
+//	go test -c -o /tmp/bridge.test ./bridge && go build -o /tmp/meshcast .
+//	printf '#!/bin/sh\nexec taskset -c 1 /tmp/meshcast "$@"\n' > /tmp/pinned && chmod +x /tmp/pinned
+//	cd bridge && MESHCAST_BENCH_BIN=/tmp/pinned MESHCAST_BENCH_RATE=3333 MESHCAST_BENCH_MESSAGES=66660 \
+//	    MESHCAST_BENCH_VEHICLES=10000 taskset -c 0 /tmp/bridge.test -test.run XXX -test.bench BridgeThroughput -test.benchtime 1x
 func BenchmarkBridgeThroughput(b *testing.B) { benchBridge(b, false) }
 
 // BenchmarkBridgeBacklog measures the bridge alone draining a backlog: the bridge subscribes
@@ -61,7 +76,10 @@ func benchBridge(b *testing.B, backlog bool) {
 	k := envInt("MESHCAST_BENCH_PUBLISHERS", 4)
 	v := envInt("MESHCAST_BENCH_VEHICLES", 50000)
 	rate := envInt("MESHCAST_BENCH_RATE", 0)
-	bin := meshcastBinary(b)
+	bin := os.Getenv("MESHCAST_BENCH_BIN")
+	if bin == "" {
+		bin = meshcastBinary(b)
+	}
 	broker := mosquittotest.Start(b, mosquittotest.Options{MaxInflight: envInt("MESHCAST_BENCH_INFLIGHT", 0)})
 	zones := tokyoZones(b)
 
@@ -146,6 +164,8 @@ func benchBridge(b *testing.B, backlog bool) {
 			publish()
 		}
 		cpu0 := sampleCPU(b, 0, broker.PID())
+		cmd0 := redisCommands(b)
+		load0 := loadAvg()
 		start := time.Now()
 		b.StartTimer()
 		if backlog {
@@ -158,6 +178,8 @@ func benchBridge(b *testing.B, backlog bool) {
 			publish()
 			published = time.Since(start)
 		}
+		// Polled only once the publishers are done (each /metrics scrape costs the bridge CPU,
+		// which at a low rate would be a visible share of its work).
 		deadline := time.Now().Add(10 * time.Minute)
 		for processed(proc.admin) < float64(m) {
 			if time.Now().After(deadline) {
@@ -169,6 +191,8 @@ func benchBridge(b *testing.B, backlog bool) {
 		b.StopTimer()
 		waitProfile()
 		cpu1 := sampleCPU(b, proc.cmd.Process.Pid, broker.PID())
+		cmd1 := redisCommands(b)
+		lat := scrapeHistogram(proc.admin, "meshcast_bridge_processing_seconds")
 		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(m) }
 		b.ReportMetric(float64(m)/el.Seconds(), "msgs/s")
 		b.ReportMetric(per(cpu1.bridge-cpu0.bridge), "bridge-cpu-µs/msg")
@@ -177,6 +201,12 @@ func benchBridge(b *testing.B, backlog bool) {
 		if !backlog {
 			b.ReportMetric(per(cpu1.self-cpu0.self), "publisher-cpu-µs/msg")
 		}
+		b.ReportMetric(float64(cmd1.evalsha-cmd0.evalsha)/float64(m), "evalsha/msg")
+		b.ReportMetric(float64(cmd1.all-cmd0.all)/float64(m), "redis-cmds/msg")
+		for _, q := range []float64{0.5, 0.99, 0.999} {
+			b.ReportMetric(lat.quantile(q)*1000, fmt.Sprintf("p%g-ms", q*100))
+		}
+		b.Logf("load average %s at the start, %s at the end", load0, loadAvg())
 		b.Logf("%d messages, %d publishers, %d vehicles, backlog %v: published in %v, processed in %v (%.0f msg/s); CPU s: bridge %.2f, mosquitto %.2f, redis %.2f, test process %.2f (wall %.2f s, 2 cores)",
 			m, k, v, backlog, published.Round(time.Millisecond), el.Round(time.Millisecond), float64(m)/el.Seconds(),
 			(cpu1.bridge - cpu0.bridge).Seconds(), (cpu1.mosquitto - cpu0.mosquitto).Seconds(),
@@ -291,4 +321,88 @@ func profileBridge(admin string, seconds int) (wait func()) {
 		_, _ = io.Copy(f, resp.Body)
 	}()
 	return func() { <-done }
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages (/proc/loadavg).
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(data))[:3], " ")
+}
+
+type redisCalls struct{ evalsha, all int64 }
+
+// redisCommands returns the commands the cluster's masters have run (INFO commandstats; commands
+// run by a script count too, so all is the Redis work in commands).
+func redisCommands(tb testing.TB) redisCalls {
+	var c redisCalls
+	for _, addr := range cluster.Addrs() {
+		v, err := redistest.Do(addr, 5*time.Second, "INFO", "commandstats")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, l := range strings.Split(fmt.Sprint(v), "\n") {
+			// cmdstat_evalsha:calls=12,usec=345,...
+			name, rest, ok := strings.Cut(strings.TrimSpace(l), ":calls=")
+			if !ok {
+				continue
+			}
+			n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest+",", ',')], 10, 64)
+			c.all += n
+			if name == "cmdstat_evalsha" || name == "cmdstat_eval" {
+				c.evalsha += n
+			}
+		}
+	}
+	return c
+}
+
+// histogram is a cumulative Prometheus histogram as scraped: upper bounds and counts.
+type histogram struct {
+	le     []float64
+	counts []float64
+}
+
+// quantile returns the upper bound of the bucket that holds quantile q (+Inf past the last
+// bound; NaN without observations).
+func (h histogram) quantile(q float64) float64 {
+	if len(h.counts) == 0 || h.counts[len(h.counts)-1] == 0 {
+		return math.NaN()
+	}
+	total := h.counts[len(h.counts)-1]
+	for i, c := range h.counts {
+		if c >= q*total {
+			return h.le[i]
+		}
+	}
+	return math.Inf(1)
+}
+
+// scrapeHistogram reads the buckets of an unlabelled histogram from /metrics.
+func scrapeHistogram(admin, name string) histogram {
+	var h histogram
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		return h
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), name+"_bucket{le=\"")
+		if !ok {
+			continue
+		}
+		le, count, ok := strings.Cut(rest, "\"} ")
+		if !ok {
+			continue
+		}
+		b, err1 := strconv.ParseFloat(le, 64)
+		n, err2 := strconv.ParseFloat(count, 64)
+		if err1 == nil && err2 == nil {
+			h.le, h.counts = append(h.le, b), append(h.counts, n)
+		}
+	}
+	return h
 }
