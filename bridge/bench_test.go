@@ -48,7 +48,8 @@ func envInt(name string, def int) int {
 // MESHCAST_BENCH_PROFILE=file (CPU profile of the bridge, MESHCAST_BENCH_PROFILE_SECONDS long),
 // MESHCAST_BENCH_RATE (messages per second over all publishers instead of as fast as they can:
 // the bridge's CPU per message at a fleet's steady rate, e.g. 3,333 for 10,000 taxis at 3 s),
-// MESHCAST_BENCH_BIN (the meshcast binary to run as the bridge instead of one built from this
+// MESHCAST_BENCH_IDLE_SECONDS (first measure the idle CPU of the bridge, mosquitto and Redis for
+// that long, logged), MESHCAST_BENCH_BIN (the meshcast binary to run as the bridge instead of one built from this
 // tree: an A/B comparison of two builds, or a wrapper script that pins it to a core).
 //
 // Also reported: the quantiles of the bridge's meshcast_bridge_processing_seconds (receipt of the
@@ -158,6 +159,15 @@ func benchBridge(b *testing.B, backlog bool) {
 			}
 			wg.Wait()
 		}
+		if idle := envInt("MESHCAST_BENCH_IDLE_SECONDS", 0); idle > 0 && !backlog {
+			// The idle cost: the bridge connected and subscribed, Redis and mosquitto up, no traffic.
+			c0 := sampleCPU(b, proc.cmd.Process.Pid, broker.PID())
+			time.Sleep(time.Duration(idle) * time.Second)
+			c1 := sampleCPU(b, proc.cmd.Process.Pid, broker.PID())
+			per := func(d time.Duration) float64 { return d.Seconds() / float64(idle) * 1000 }
+			b.Logf("idle for %d s: CPU ms per second: bridge %.1f, mosquitto %.1f, redis (3 masters) %.1f",
+				idle, per(c1.bridge-c0.bridge), per(c1.mosquitto-c0.mosquitto), per(c1.redis-c0.redis))
+		}
 		var published time.Duration
 		if backlog {
 			proc.stop(b)
@@ -165,6 +175,10 @@ func benchBridge(b *testing.B, backlog bool) {
 		}
 		cpu0 := sampleCPU(b, 0, broker.PID())
 		cmd0 := redisCommands(b)
+		var io0 [2]int64
+		if !backlog {
+			io0 = procSyscalls(proc.cmd.Process.Pid)
+		}
 		load0 := loadAvg()
 		start := time.Now()
 		b.StartTimer()
@@ -192,6 +206,7 @@ func benchBridge(b *testing.B, backlog bool) {
 		waitProfile()
 		cpu1 := sampleCPU(b, proc.cmd.Process.Pid, broker.PID())
 		cmd1 := redisCommands(b)
+		io1 := procSyscalls(proc.cmd.Process.Pid)
 		lat := scrapeHistogram(proc.admin, "meshcast_bridge_processing_seconds")
 		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(m) }
 		b.ReportMetric(float64(m)/el.Seconds(), "msgs/s")
@@ -203,10 +218,24 @@ func benchBridge(b *testing.B, backlog bool) {
 		}
 		b.ReportMetric(float64(cmd1.evalsha-cmd0.evalsha)/float64(m), "evalsha/msg")
 		b.ReportMetric(float64(cmd1.all-cmd0.all)/float64(m), "redis-cmds/msg")
+		b.ReportMetric(float64(cmd1.usec-cmd0.usec)/float64(m), "redis-script-µs/msg")
+		b.ReportMetric(float64(io1[0]-io0[0])/float64(m), "bridge-reads/msg")
+		b.ReportMetric(float64(io1[1]-io0[1])/float64(m), "bridge-writes/msg")
 		for _, q := range []float64{0.5, 0.99, 0.999} {
 			b.ReportMetric(lat.quantile(q)*1000, fmt.Sprintf("p%g-ms", q*100))
 		}
+		if bw := scrapeHistogram(proc.admin, "meshcast_bus_batch_wait_seconds"); len(bw.le) > 0 {
+			b.ReportMetric(bw.quantile(0.5)*1000, "bus-wait-p50-ms")
+			b.ReportMetric(bw.quantile(0.99)*1000, "bus-wait-p99-ms")
+		}
 		b.Logf("load average %s at the start, %s at the end", load0, loadAvg())
+		if testing.Verbose() {
+			for name, v := range cmd1.per {
+				if d := [2]int64{v[0] - cmd0.per[name][0], v[1] - cmd0.per[name][1]}; d[0] > 0 {
+					b.Logf("redis %s: %.2f calls/msg, %.1f µs/call", name, float64(d[0])/float64(m), float64(d[1])/float64(d[0]))
+				}
+			}
+		}
 		b.Logf("%d messages, %d publishers, %d vehicles, backlog %v: published in %v, processed in %v (%.0f msg/s); CPU s: bridge %.2f, mosquitto %.2f, redis %.2f, test process %.2f (wall %.2f s, 2 cores)",
 			m, k, v, backlog, published.Round(time.Millisecond), el.Round(time.Millisecond), float64(m)/el.Seconds(),
 			(cpu1.bridge - cpu0.bridge).Seconds(), (cpu1.mosquitto - cpu0.mosquitto).Seconds(),
@@ -332,12 +361,15 @@ func loadAvg() string {
 	return strings.Join(strings.Fields(string(data))[:3], " ")
 }
 
-type redisCalls struct{ evalsha, all int64 }
+type redisCalls struct {
+	evalsha, all, usec int64 // usec: time in scripts (INFO commandstats)
+	per                map[string][2]int64
+}
 
 // redisCommands returns the commands the cluster's masters have run (INFO commandstats; commands
 // run by a script count too, so all is the Redis work in commands).
 func redisCommands(tb testing.TB) redisCalls {
-	var c redisCalls
+	c := redisCalls{per: map[string][2]int64{}}
 	for _, addr := range cluster.Addrs() {
 		v, err := redistest.Do(addr, 5*time.Second, "INFO", "commandstats")
 		if err != nil {
@@ -351,6 +383,14 @@ func redisCommands(tb testing.TB) redisCalls {
 			}
 			n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest+",", ',')], 10, 64)
 			c.all += n
+			if _, u, ok := strings.Cut(rest, ",usec="); ok {
+				us, _ := strconv.ParseInt(u[:strings.IndexByte(u+",", ',')], 10, 64)
+				p := c.per[name]
+				c.per[name] = [2]int64{p[0] + n, p[1] + us}
+				if name == "cmdstat_evalsha" || name == "cmdstat_eval" { // commands run by scripts count in both
+					c.usec += us
+				}
+			}
 			if name == "cmdstat_evalsha" || name == "cmdstat_eval" {
 				c.evalsha += n
 			}
@@ -405,4 +445,22 @@ func scrapeHistogram(admin, name string) histogram {
 		}
 	}
 	return h
+}
+
+// procSyscalls returns the read and write system calls a process has made (/proc/<pid>/io:
+// syscr, syscw; every thread's, sockets included).
+func procSyscalls(pid int) (rw [2]int64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return rw
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+			rw[0], _ = strconv.ParseInt(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+			rw[1], _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return rw
 }

@@ -9,9 +9,12 @@ import (
 
 // batcher gathers the requests of one bucket (one hash tag, so one slot) into one script call:
 // while a call of the bucket is in flight, new requests queue, and when it returns the queue (up
-// to max requests) goes out as the next call. There is no timer: under light load a request goes
-// out alone at once, under heavy load batches grow with the load. At most one call per bucket is
-// in flight, so the requests of a bucket reach Redis in submission order.
+// to max requests) goes out as the next call. Under heavy load batches grow with the load. Under
+// light load the bucket is idle when a request arrives: it then waits for its gate (shared by all
+// batchers of a bus, see gate) before sending, so that the requests arriving meanwhile, in this
+// bucket and in the others, go out together (rueidis writes the calls of one moment to a
+// connection with one system call, and Redis reads and answers them with one). At most one call
+// per bucket is in flight, so the requests of a bucket reach Redis in submission order.
 //
 // One goroutine per batcher runs the calls, started by the first request and ended by close after
 // the queue is sent: the request that finds the bucket idle wakes it. (A goroutine per busy period
@@ -19,6 +22,8 @@ import (
 // bridge's CPU at 3,300 fixes/s.)
 type batcher[Q, R any] struct {
 	max  int
+	gate *gate                                                // nil: an idle bucket sends at once
+	wait func(time.Duration)                                  // observes each request's time queued; may be nil
 	exec func(ctx context.Context, calls []*call[Q, R]) error // sets res (or err) of every call
 	ctx  context.Context                                      // the bus's, cancelled by Close
 	wg   *sync.WaitGroup                                      // the bus's running batchers
@@ -39,15 +44,16 @@ type batcher[Q, R any] struct {
 
 // call is one request waiting for its result.
 type call[Q, R any] struct {
-	req  Q
-	res  R
-	err  error
-	ctx  context.Context
-	done chan struct{} // capacity 1: receives one value when res and err are set
+	req    Q
+	res    R
+	err    error
+	ctx    context.Context
+	queued time.Time     // when do queued it (set only when the batcher observes waits)
+	done   chan struct{} // capacity 1: receives one value when res and err are set
 }
 
-func newBatcher[Q, R any](ctx context.Context, wg *sync.WaitGroup, max int, exec func(context.Context, []*call[Q, R]) error) *batcher[Q, R] {
-	return &batcher[Q, R]{max: max, exec: exec, ctx: ctx, wg: wg, wake: make(chan struct{}, 1), quit: make(chan struct{})}
+func newBatcher[Q, R any](ctx context.Context, wg *sync.WaitGroup, max int, g *gate, exec func(context.Context, []*call[Q, R]) error) *batcher[Q, R] {
+	return &batcher[Q, R]{max: max, gate: g, exec: exec, ctx: ctx, wg: wg, wake: make(chan struct{}, 1), quit: make(chan struct{})}
 }
 
 // do queues req and waits for its result. When ctx ends first it returns ctx's error; the request
@@ -58,6 +64,9 @@ func (b *batcher[Q, R]) do(ctx context.Context, req Q) (R, error) {
 		c = &call[Q, R]{done: make(chan struct{}, 1)}
 	}
 	c.req, c.ctx = req, ctx
+	if b.wait != nil {
+		c.queued = time.Now()
+	}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -92,7 +101,7 @@ func (b *batcher[Q, R]) do(ctx context.Context, req Q) (R, error) {
 	return res, err
 }
 
-// run sends the queue in batches whenever it is woken, until close.
+// run sends the queue in batches whenever it is woken (after the gate opens), until close.
 func (b *batcher[Q, R]) run() {
 	defer b.wg.Done()
 	batch := make([]*call[Q, R], 0, b.max)
@@ -102,6 +111,12 @@ func (b *batcher[Q, R]) run() {
 		case <-b.quit:
 			b.drain(batch) // close refused new requests: what is queued is the last
 			return
+		}
+		if b.gate != nil {
+			select {
+			case <-b.gate.wait():
+			case <-b.quit: // closing: send at once (the loop then sees quit and ends)
+			}
 		}
 		b.drain(batch)
 	}
@@ -151,6 +166,12 @@ func (b *batcher[Q, R]) send(batch []*call[Q, R]) {
 	if len(live) == 0 {
 		return
 	}
+	if b.wait != nil {
+		now := time.Now()
+		for _, c := range live {
+			b.wait(now.Sub(c.queued))
+		}
+	}
 	// The call serves every caller of the batch: it ends with the bus (Close) or after the
 	// latest caller deadline, never because one caller gave up.
 	ctx := b.ctx
@@ -179,4 +200,62 @@ func (b *batcher[Q, R]) close() {
 		close(b.quit)
 	}
 	b.mu.Unlock()
+}
+
+// gate lines up the sends of idle buckets under light load. A bucket that receives a request
+// while idle waits for the gate to open; the first such wait arms it to open delay later, and
+// every bucket that waits before then opens with it. So, whatever the number of buckets, the
+// calls of light traffic leave in rounds at most delay apart, each round's calls together: a
+// request waits at most delay for its round (plus what it queues behind a call in flight, as
+// without a gate). A bucket that stays busy (its queue never empties) does not wait.
+type gate struct {
+	delay time.Duration
+	t     timer // runs release delay after its Reset
+
+	mu     sync.Mutex
+	open   chan struct{} // closed when the armed round opens; nil while none is armed
+	joined int           // wait calls of the armed round (tests watch it)
+}
+
+// timer is what gate needs of a *time.Timer made by time.AfterFunc (tests fire their own).
+type timer interface {
+	Reset(time.Duration) bool
+	Stop() bool
+}
+
+func newGate(delay time.Duration) *gate {
+	g := &gate{delay: delay}
+	t := time.AfterFunc(time.Hour, g.release)
+	t.Stop()
+	g.t = t
+	return g
+}
+
+// wait returns a channel closed when the current round opens, arming one if none is.
+func (g *gate) wait() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.open == nil {
+		g.open = make(chan struct{})
+		g.joined = 0
+		g.t.Reset(g.delay) // only when no round is armed, so the timer has fired or never ran
+	}
+	g.joined++
+	return g.open
+}
+
+// release opens the armed round (the timer's function).
+func (g *gate) release() {
+	g.mu.Lock()
+	if g.open != nil {
+		close(g.open)
+		g.open = nil
+	}
+	g.mu.Unlock()
+}
+
+// stop opens the armed round at once and stops the timer (the bus is closing).
+func (g *gate) stop() {
+	g.t.Stop()
+	g.release()
 }

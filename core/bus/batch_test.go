@@ -90,7 +90,7 @@ func submit(b *batcher[int, int], ctx context.Context, req int) <-chan result {
 func newTestBatcher(max int, g *gatedExec) (*batcher[int, int], *sync.WaitGroup, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	wg := &sync.WaitGroup{}
-	return newBatcher(ctx, wg, max, g.exec), wg, cancel
+	return newBatcher(ctx, wg, max, nil, g.exec), wg, cancel
 }
 
 func TestBatcherRoutesResults(t *testing.T) {
@@ -334,4 +334,141 @@ func FuzzParseCAS(f *testing.F) {
 			t.Fatalf("parseCAS(%q) = %+v, which encodes as %q", s, r, enc)
 		}
 	})
+}
+
+// fakeTimer stands for the gate's timer: the test opens the round (fire) instead of the clock.
+type fakeTimer struct {
+	mu     sync.Mutex
+	resets int
+}
+
+func (f *fakeTimer) Reset(time.Duration) bool { f.mu.Lock(); f.resets++; f.mu.Unlock(); return false }
+func (f *fakeTimer) Stop() bool               { return false }
+func (f *fakeTimer) armed() int               { f.mu.Lock(); defer f.mu.Unlock(); return f.resets }
+
+func newTestGate() (*gate, *fakeTimer) {
+	ft := &fakeTimer{}
+	return &gate{delay: time.Millisecond, t: ft}, ft
+}
+
+// waitJoined waits until n batchers wait for the gate's armed round.
+func waitJoined(t *testing.T, g *gate, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		g.mu.Lock()
+		j, armed := g.joined, g.open != nil
+		g.mu.Unlock()
+		if armed && j == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d batchers wait for the gate (armed %v), want %d", j, armed, n)
+		}
+		time.Sleep(time.Millisecond) // polling interval, bounded by the deadline
+	}
+}
+
+// TestGateLinesUpIdleBuckets: requests reaching two idle buckets wait for one round of their
+// shared gate (armed once), keep queueing meanwhile, and leave when it opens: one call per bucket
+// with everything queued until then.
+func TestGateLinesUpIdleBuckets(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
+	gt, ft := newTestGate()
+	ga, gb := &gatedExec{}, &gatedExec{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := &sync.WaitGroup{}
+	a := newBatcher(ctx, wg, 8, gt, ga.exec)
+	b := newBatcher(ctx, wg, 8, gt, gb.exec)
+	var res []<-chan result
+	res = append(res, submit(a, context.Background(), 1))
+	waitQueued(t, a, 1)
+	res = append(res, submit(b, context.Background(), 2))
+	waitQueued(t, b, 1)
+	waitJoined(t, gt, 2)
+	for i := 3; i <= 5; i++ {
+		res = append(res, submit(a, context.Background(), i))
+		waitQueued(t, a, i-1)
+	}
+	if n := ft.armed(); n != 1 {
+		t.Fatalf("gate armed %d times, want once for both buckets", n)
+	}
+	if sa, sb := ga.seen(), gb.seen(); len(sa)+len(sb) != 0 {
+		t.Fatalf("calls %v %v before the gate opened", sa, sb)
+	}
+	gt.release() // the timer fires
+	for _, ch := range res {
+		if r := <-ch; r.err != nil || r.res != r.req*10 {
+			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
+		}
+	}
+	if sa, sb := fmt.Sprint(ga.seen()), fmt.Sprint(gb.seen()); sa != "[[1 3 4 5]]" || sb != "[[2]]" {
+		t.Fatalf("calls %s and %s, want [[1 3 4 5]] and [[2]]", sa, sb)
+	}
+	a.close()
+	b.close()
+	wg.Wait()
+}
+
+// TestGateBusyBucketDoesNotWait: a bucket whose queue filled while its call was in flight sends
+// the next call as soon as that one returns, without a new round of the gate.
+func TestGateBusyBucketDoesNotWait(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
+	gt, ft := newTestGate()
+	g := &gatedExec{entered: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := &sync.WaitGroup{}
+	b := newBatcher(ctx, wg, 8, gt, g.exec)
+	first := submit(b, context.Background(), 1)
+	waitJoined(t, gt, 1)
+	gt.release()
+	<-g.entered // the first call is in flight
+	second := submit(b, context.Background(), 2)
+	waitQueued(t, b, 1)
+	third := submit(b, context.Background(), 3)
+	waitQueued(t, b, 2)
+	g.release <- struct{}{}
+	<-g.entered // the second call, sent without the gate
+	if n := ft.armed(); n != 1 {
+		t.Fatalf("gate armed %d times, want once (the busy bucket does not wait)", n)
+	}
+	g.release <- struct{}{}
+	for _, ch := range []<-chan result{first, second, third} {
+		if r := <-ch; r.err != nil || r.res != r.req*10 {
+			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
+		}
+	}
+	if got := fmt.Sprint(g.seen()); got != "[[1] [2 3]]" {
+		t.Fatalf("calls %s, want [[1] [2 3]]", got)
+	}
+	b.close()
+	wg.Wait()
+}
+
+// TestGateClose: close sends what waits for the gate at once (the round never opens).
+func TestGateClose(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
+	gt, _ := newTestGate()
+	g := &gatedExec{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := &sync.WaitGroup{}
+	b := newBatcher(ctx, wg, 8, gt, g.exec)
+	r1 := submit(b, context.Background(), 1)
+	waitQueued(t, b, 1)
+	r2 := submit(b, context.Background(), 2)
+	waitQueued(t, b, 2)
+	waitJoined(t, gt, 1)
+	b.close()
+	for _, ch := range []<-chan result{r1, r2} {
+		if r := <-ch; r.err != nil || r.res != r.req*10 {
+			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
+		}
+	}
+	wg.Wait()
+	if got := fmt.Sprint(g.seen()); got != "[[1 2]]" {
+		t.Fatalf("calls %s, want [[1 2]]", got)
+	}
 }

@@ -14,6 +14,15 @@ type metrics struct {
 	published                   prometheus.Counter
 	received                    prometheus.Counter
 	badData                     prometheus.Counter
+	batchWait                   prometheus.Histogram
+}
+
+// batchWaitBuckets are the upper bounds of meshcast_bus_batch_wait_seconds: fine up to a few
+// milliseconds (Options.BatchDelay is at most 2ms), coarse beyond.
+var batchWaitBuckets = []float64{
+	0.00005, 0.0001, 0.0002, 0.0003, 0.0004, 0.0005, 0.0006, 0.0007, 0.0008, 0.0009, 0.001,
+	0.00125, 0.0015, 0.00175, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01,
+	0.025, 0.05, 0.1, 0.25, 0.5, 1,
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,6 +47,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "meshcast_bus_bad_data_total",
 			Help: "Undecodable events or snapshot entries read from the bus (dropped).",
 		}),
+		batchWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meshcast_bus_batch_wait_seconds",
+			Help:    "Time a step of Apply (vehicle compare-and-set, mesh write) waited in its bucket's queue before its script call was sent (Redis): the batch delay and any call of the bucket in flight.",
+			Buckets: batchWaitBuckets,
+		}),
 	}
 	for _, r := range []string{"reconnect", "slot_moved", "error"} {
 		m.resubscriptions.WithLabelValues(r)
@@ -51,6 +65,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.published = ops.Register(reg, m.published)
 		m.received = ops.Register(reg, m.received)
 		m.badData = ops.Register(reg, m.badData)
+		m.batchWait = ops.Register(reg, m.batchWait)
 	}
 	m.applied = m.applies.WithLabelValues("applied")
 	m.stale = m.applies.WithLabelValues("stale")

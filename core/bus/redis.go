@@ -170,6 +170,7 @@ type redisBus struct {
 	// random (tests set it, before the first Apply, to decide).
 	trimNow func() bool
 
+	gate   *gate                      // shared by the batchers; nil when BatchDelay is 0
 	casB   []*batcher[casReq, casRes] // per vehicle bucket
 	writeB []*batcher[writeReq, bool] // per mesh bucket
 	ctx    context.Context            // cancelled by Close: ends the batches in flight
@@ -223,19 +224,25 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 		trimNow:  func() bool { return rand.IntN(trimEvery) == 0 },
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if o.BatchDelay > 0 {
+		b.gate = newGate(o.BatchDelay)
+	}
+	wait := func(d time.Duration) { b.m.batchWait.Observe(d.Seconds()) }
 	b.casB = make([]*batcher[casReq, casRes], vehicleBuckets)
 	for i := range b.casB {
 		sc := new(casScratch)
-		b.casB[i] = newBatcher(b.ctx, &b.wg, maxBatch, func(ctx context.Context, calls []*call[casReq, casRes]) error {
+		b.casB[i] = newBatcher(b.ctx, &b.wg, maxBatch, b.gate, func(ctx context.Context, calls []*call[casReq, casRes]) error {
 			return b.execCAS(ctx, calls, sc)
 		})
+		b.casB[i].wait = wait
 	}
 	b.writeB = make([]*batcher[writeReq, bool], meshBuckets)
 	for i := range b.writeB {
 		sc := new(writeScratch)
-		b.writeB[i] = newBatcher(b.ctx, &b.wg, maxBatch, func(ctx context.Context, calls []*call[writeReq, bool]) error {
+		b.writeB[i] = newBatcher(b.ctx, &b.wg, maxBatch, b.gate, func(ctx context.Context, calls []*call[writeReq, bool]) error {
 			return b.execWrite(ctx, calls, sc)
 		})
+		b.writeB[i].wait = wait
 	}
 	b.sub = newSubscriber(b, subc)
 	return b, nil
@@ -553,6 +560,9 @@ func (b *redisBus) Close() error {
 	}
 	for _, bt := range b.writeB {
 		bt.close()
+	}
+	if b.gate != nil {
+		b.gate.stop()
 	}
 	b.cancel() // fails the batches in flight and those still queued
 	b.wg.Wait()
