@@ -109,27 +109,35 @@ func (b *batcher[Q, R]) run() {
 		select {
 		case <-b.wake:
 		case <-b.quit:
-			b.drain(batch) // close refused new requests: what is queued is the last
+			b.drain(batch, nil) // close refused new requests: what is queued is the last
 			return
 		}
+		var r *round
 		if b.gate != nil {
+			r = b.gate.join()
 			select {
-			case <-b.gate.wait():
-			case <-b.quit: // closing: send at once (the loop then sees quit and ends)
+			case <-r.open:
+			case <-b.quit: // closing: leave the round and send at once (the loop then ends)
+				b.gate.leave(r)
+				r = nil
 			}
 		}
-		b.drain(batch)
+		b.drain(batch, r)
 	}
 }
 
-// drain sends the queue in batches until it is empty, then marks the batcher idle.
-func (b *batcher[Q, R]) drain(batch []*call[Q, R]) {
-	for {
+// drain sends the queue in batches until it is empty, then marks the batcher idle. The first
+// batch goes in round r when r is not nil (the batcher joined it), the others at once.
+func (b *batcher[Q, R]) drain(batch []*call[Q, R], r *round) {
+	for ; ; r = nil {
 		b.mu.Lock()
 		n := min(len(b.queue), b.max)
 		if n == 0 {
 			b.running = false
 			b.mu.Unlock()
+			if r != nil {
+				b.gate.leave(r)
+			}
 			return
 		}
 		batch = append(batch[:0], b.queue[:n]...)
@@ -142,13 +150,14 @@ func (b *batcher[Q, R]) drain(batch []*call[Q, R]) {
 			b.queue = b.queue[:rest]
 		}
 		b.mu.Unlock()
-		b.send(batch)
+		b.send(batch, r)
 		clear(batch)
 	}
 }
 
-// send runs one call for the batch's live requests and hands every caller its result.
-func (b *batcher[Q, R]) send(batch []*call[Q, R]) {
+// send runs one call for the batch's live requests and hands every caller its result. With a
+// round, exec gets a context that carries it (roundOf), and must send its call through it.
+func (b *batcher[Q, R]) send(batch []*call[Q, R], r *round) {
 	live := batch[:0]
 	var deadline time.Time
 	all := true // every live caller has a deadline
@@ -164,6 +173,9 @@ func (b *batcher[Q, R]) send(batch []*call[Q, R]) {
 		}
 	}
 	if len(live) == 0 {
+		if r != nil {
+			b.gate.leave(r)
+		}
 		return
 	}
 	if b.wait != nil {
@@ -179,6 +191,9 @@ func (b *batcher[Q, R]) send(batch []*call[Q, R]) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
+	}
+	if r != nil {
+		ctx = context.WithValue(ctx, roundKey{}, r)
 	}
 	b.batches.Add(1)
 	b.items.Add(int64(len(live)))
@@ -203,18 +218,45 @@ func (b *batcher[Q, R]) close() {
 }
 
 // gate lines up the sends of idle buckets under light load. A bucket that receives a request
-// while idle waits for the gate to open; the first such wait arms it to open delay later, and
-// every bucket that waits before then opens with it. So, whatever the number of buckets, the
-// calls of light traffic leave in rounds at most delay apart, each round's calls together: a
-// request waits at most delay for its round (plus what it queues behind a call in flight, as
-// without a gate). A bucket that stays busy (its queue never empties) does not wait.
+// while idle joins the gate's round; the first to join arms the round to open delay later. When
+// it opens, each bucket of the round hands its call to the round (round.do), and the last one
+// sends them all in one pipeline (send: one write and one read per Redis connection, instead of
+// one per call), then every bucket gets its reply. So, whatever the number of buckets, the calls
+// of light traffic leave in rounds at most delay apart: a request waits at most delay for its
+// round (plus what it queues behind a call in flight, as without a gate). A bucket that stays busy
+// (its queue never empties) sends each next call at once, outside the rounds.
 type gate struct {
 	delay time.Duration
 	t     timer // runs release delay after its Reset
+	// send runs the calls of a round together and returns their replies, in order.
+	send func(ctx context.Context, cmds []any) []any
+	ctx  context.Context // the bus's: a round's pipeline ends with it
 
-	mu     sync.Mutex
-	open   chan struct{} // closed when the armed round opens; nil while none is armed
-	joined int           // wait calls of the armed round (tests watch it)
+	mu  sync.Mutex
+	cur *round // the armed round; nil while none is armed
+}
+
+// round is one opening of a gate: the buckets that joined it and their calls.
+type round struct {
+	open    chan struct{} // closed when the round opens
+	done    chan struct{} // closed when the replies are in
+	opened  bool
+	pending int // buckets joined that have neither handed a call nor left
+	joined  int // buckets that joined (tests watch it)
+	cmds    []any
+	res     []any
+	// latest deadline of the calls' contexts, and whether every one had a deadline
+	deadline time.Time
+	all      bool
+}
+
+// roundKey is the context key under which a batcher's exec finds its round.
+type roundKey struct{}
+
+// roundOf returns the round a batcher's exec must send its call through, or nil.
+func roundOf(ctx context.Context) *round {
+	r, _ := ctx.Value(roundKey{}).(*round)
+	return r
 }
 
 // timer is what gate needs of a *time.Timer made by time.AfterFunc (tests fire their own).
@@ -223,35 +265,86 @@ type timer interface {
 	Stop() bool
 }
 
-func newGate(delay time.Duration) *gate {
-	g := &gate{delay: delay}
+func newGate(ctx context.Context, delay time.Duration, send func(context.Context, []any) []any) *gate {
+	g := &gate{delay: delay, send: send, ctx: ctx}
 	t := time.AfterFunc(time.Hour, g.release)
 	t.Stop()
 	g.t = t
 	return g
 }
 
-// wait returns a channel closed when the current round opens, arming one if none is.
-func (g *gate) wait() <-chan struct{} {
+// join adds a bucket to the armed round, arming one if none is, and returns it.
+func (g *gate) join() *round {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.open == nil {
-		g.open = make(chan struct{})
-		g.joined = 0
+	if g.cur == nil {
+		g.cur = &round{open: make(chan struct{}), done: make(chan struct{}), all: true}
 		g.t.Reset(g.delay) // only when no round is armed, so the timer has fired or never ran
 	}
-	g.joined++
-	return g.open
+	r := g.cur
+	r.pending++
+	r.joined++
+	return r
 }
 
 // release opens the armed round (the timer's function).
 func (g *gate) release() {
 	g.mu.Lock()
-	if g.open != nil {
-		close(g.open)
-		g.open = nil
+	r := g.cur
+	g.cur = nil
+	if r == nil {
+		g.mu.Unlock()
+		return
 	}
+	r.opened = true
+	close(r.open)
+	g.finishLocked(r) // unlocks
+}
+
+// leave takes a bucket out of round r without a call (nothing to send, or closing).
+func (g *gate) leave(r *round) {
+	g.mu.Lock()
+	r.pending--
+	g.finishLocked(r) // unlocks
+}
+
+// finishLocked, called with g.mu held, which it releases, completes round r once it is open and
+// has no pending bucket: it sends the calls handed to it (in the caller's goroutine) and lets
+// their buckets read their replies.
+func (g *gate) finishLocked(r *round) {
+	if !r.opened || r.pending > 0 {
+		g.mu.Unlock()
+		return
+	}
+	r.pending = -1 // finished: no second completion
+	cmds, deadline, all := r.cmds, r.deadline, r.all
 	g.mu.Unlock()
+	if len(cmds) > 0 {
+		ctx := g.ctx
+		if all { // like a batch: the pipeline serves every call until the latest deadline
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+		}
+		r.res = g.send(ctx, cmds)
+	}
+	close(r.done)
+}
+
+// do hands a bucket's call to round r and returns its reply once the round's calls are sent.
+func (g *gate) do(ctx context.Context, r *round, cmd any) any {
+	g.mu.Lock()
+	i := len(r.cmds)
+	r.cmds = append(r.cmds, cmd)
+	if d, ok := ctx.Deadline(); !ok {
+		r.all = false
+	} else if d.After(r.deadline) {
+		r.deadline = d
+	}
+	r.pending--
+	g.finishLocked(r) // unlocks; sends the round when this was its last call
+	<-r.done
+	return r.res[i]
 }
 
 // stop opens the armed round at once and stops the timer (the bus is closing).

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -336,7 +338,7 @@ func FuzzParseCAS(f *testing.F) {
 	})
 }
 
-// fakeTimer stands for the gate's timer: the test opens the round (fire) instead of the clock.
+// fakeTimer stands for the gate's timer: the test opens the round (release) instead of the clock.
 type fakeTimer struct {
 	mu     sync.Mutex
 	resets int
@@ -346,41 +348,118 @@ func (f *fakeTimer) Reset(time.Duration) bool { f.mu.Lock(); f.resets++; f.mu.Un
 func (f *fakeTimer) Stop() bool               { return false }
 func (f *fakeTimer) armed() int               { f.mu.Lock(); defer f.mu.Unlock(); return f.resets }
 
-func newTestGate() (*gate, *fakeTimer) {
-	ft := &fakeTimer{}
-	return &gate{delay: time.Millisecond, t: ft}, ft
+// roundExec is a batcher exec for the gate tests: a batch sent in a round goes through the
+// gate's round (the fake send records each round's calls and answers req*10), any other batch
+// is answered at once and recorded as direct. With entered/release set, each round's send waits
+// for a release.
+type roundExec struct {
+	g                *gate
+	mu               sync.Mutex
+	rounds, directs  []string
+	entered, release chan struct{}
 }
 
-// waitJoined waits until n batchers wait for the gate's armed round.
+func (re *roundExec) exec(ctx context.Context, calls []*call[int, int]) error {
+	items := make([]int, len(calls))
+	for i, c := range calls {
+		items[i] = c.req
+	}
+	var res []int
+	if r := roundOf(ctx); r != nil {
+		res = re.g.do(ctx, r, items).([]int)
+	} else {
+		re.mu.Lock()
+		re.directs = append(re.directs, fmt.Sprint(items))
+		re.mu.Unlock()
+		res = times10(items)
+	}
+	for i, c := range calls {
+		c.res = res[i]
+	}
+	return nil
+}
+
+func (re *roundExec) send(_ context.Context, cmds []any) []any {
+	if re.entered != nil {
+		re.entered <- struct{}{}
+		<-re.release
+	}
+	var calls []string
+	out := make([]any, len(cmds))
+	for i, c := range cmds {
+		calls = append(calls, fmt.Sprint(c))
+		out[i] = times10(c.([]int))
+	}
+	slices.Sort(calls) // the buckets hand their calls in any order
+	re.mu.Lock()
+	re.rounds = append(re.rounds, strings.Join(calls, " "))
+	re.mu.Unlock()
+	return out
+}
+
+func (re *roundExec) seen() (rounds, directs string) {
+	re.mu.Lock()
+	defer re.mu.Unlock()
+	return fmt.Sprint(re.rounds), fmt.Sprint(re.directs)
+}
+
+func times10(items []int) []int {
+	out := make([]int, len(items))
+	for i, v := range items {
+		out[i] = v * 10
+	}
+	return out
+}
+
+func newTestGate(re *roundExec) (*gate, *fakeTimer) {
+	ft := &fakeTimer{}
+	g := &gate{delay: time.Millisecond, t: ft, send: re.send, ctx: context.Background()}
+	re.g = g
+	return g, ft
+}
+
+// waitJoined waits until n batchers have joined the gate's armed round.
 func waitJoined(t *testing.T, g *gate, n int) {
 	t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
 		g.mu.Lock()
-		j, armed := g.joined, g.open != nil
+		j := -1
+		if g.cur != nil {
+			j = g.cur.joined
+		}
 		g.mu.Unlock()
-		if armed && j == n {
+		if j == n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d batchers wait for the gate (armed %v), want %d", j, armed, n)
+			t.Fatalf("%d batchers joined the armed round (-1: none armed), want %d", j, n)
 		}
 		time.Sleep(time.Millisecond) // polling interval, bounded by the deadline
 	}
 }
 
-// TestGateLinesUpIdleBuckets: requests reaching two idle buckets wait for one round of their
-// shared gate (armed once), keep queueing meanwhile, and leave when it opens: one call per bucket
-// with everything queued until then.
+func checkResults(t *testing.T, chs ...<-chan result) {
+	t.Helper()
+	for _, ch := range chs {
+		if r := <-ch; r.err != nil || r.res != r.req*10 {
+			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
+		}
+	}
+}
+
+// TestGateLinesUpIdleBuckets: requests reaching two idle buckets join one round of their shared
+// gate (armed once), keep queueing meanwhile, and when it opens both buckets' calls, with
+// everything queued until then, go out together in one send.
 func TestGateLinesUpIdleBuckets(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
-	gt, ft := newTestGate()
-	ga, gb := &gatedExec{}, &gatedExec{}
+	re := &roundExec{}
+	gt, ft := newTestGate(re)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wg := &sync.WaitGroup{}
-	a := newBatcher(ctx, wg, 8, gt, ga.exec)
-	b := newBatcher(ctx, wg, 8, gt, gb.exec)
+	a := newBatcher(ctx, wg, 8, gt, re.exec)
+	b := newBatcher(ctx, wg, 8, gt, re.exec)
 	var res []<-chan result
 	res = append(res, submit(a, context.Background(), 1))
 	waitQueued(t, a, 1)
@@ -394,17 +473,13 @@ func TestGateLinesUpIdleBuckets(t *testing.T) {
 	if n := ft.armed(); n != 1 {
 		t.Fatalf("gate armed %d times, want once for both buckets", n)
 	}
-	if sa, sb := ga.seen(), gb.seen(); len(sa)+len(sb) != 0 {
-		t.Fatalf("calls %v %v before the gate opened", sa, sb)
+	if rounds, directs := re.seen(); rounds+directs != "[][]" {
+		t.Fatalf("rounds %s, direct calls %s before the gate opened", rounds, directs)
 	}
 	gt.release() // the timer fires
-	for _, ch := range res {
-		if r := <-ch; r.err != nil || r.res != r.req*10 {
-			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
-		}
-	}
-	if sa, sb := fmt.Sprint(ga.seen()), fmt.Sprint(gb.seen()); sa != "[[1 3 4 5]]" || sb != "[[2]]" {
-		t.Fatalf("calls %s and %s, want [[1 3 4 5]] and [[2]]", sa, sb)
+	checkResults(t, res...)
+	if rounds, directs := re.seen(); rounds != "[[1 3 4 5] [2]]" || directs != "[]" {
+		t.Fatalf("rounds %s, direct calls %s; want one round [[1 3 4 5] [2]] and none", rounds, directs)
 	}
 	a.close()
 	b.close()
@@ -412,63 +487,91 @@ func TestGateLinesUpIdleBuckets(t *testing.T) {
 }
 
 // TestGateBusyBucketDoesNotWait: a bucket whose queue filled while its call was in flight sends
-// the next call as soon as that one returns, without a new round of the gate.
+// the next call as soon as that one returns, outside any round of the gate.
 func TestGateBusyBucketDoesNotWait(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
-	gt, ft := newTestGate()
-	g := &gatedExec{entered: make(chan struct{}), release: make(chan struct{})}
+	re := &roundExec{entered: make(chan struct{}), release: make(chan struct{})}
+	gt, ft := newTestGate(re)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wg := &sync.WaitGroup{}
-	b := newBatcher(ctx, wg, 8, gt, g.exec)
+	b := newBatcher(ctx, wg, 8, gt, re.exec)
 	first := submit(b, context.Background(), 1)
 	waitJoined(t, gt, 1)
 	gt.release()
-	<-g.entered // the first call is in flight
+	<-re.entered // the round's call is in flight
 	second := submit(b, context.Background(), 2)
 	waitQueued(t, b, 1)
 	third := submit(b, context.Background(), 3)
 	waitQueued(t, b, 2)
-	g.release <- struct{}{}
-	<-g.entered // the second call, sent without the gate
+	re.release <- struct{}{}
+	checkResults(t, first, second, third)
 	if n := ft.armed(); n != 1 {
 		t.Fatalf("gate armed %d times, want once (the busy bucket does not wait)", n)
 	}
-	g.release <- struct{}{}
-	for _, ch := range []<-chan result{first, second, third} {
-		if r := <-ch; r.err != nil || r.res != r.req*10 {
-			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
-		}
-	}
-	if got := fmt.Sprint(g.seen()); got != "[[1] [2 3]]" {
-		t.Fatalf("calls %s, want [[1] [2 3]]", got)
+	if rounds, directs := re.seen(); rounds != "[[1]]" || directs != "[[2 3]]" {
+		t.Fatalf("rounds %s, direct calls %s; want [[1]] and [[2 3]]", rounds, directs)
 	}
 	b.close()
 	wg.Wait()
 }
 
-// TestGateClose: close sends what waits for the gate at once (the round never opens).
+// TestGateClose: a batcher closed while it waits for the gate leaves the round and sends what is
+// queued at once; the round, opened later by the bus's Close, sends nothing.
 func TestGateClose(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
-	gt, _ := newTestGate()
-	g := &gatedExec{}
+	re := &roundExec{}
+	gt, _ := newTestGate(re)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wg := &sync.WaitGroup{}
-	b := newBatcher(ctx, wg, 8, gt, g.exec)
+	b := newBatcher(ctx, wg, 8, gt, re.exec)
 	r1 := submit(b, context.Background(), 1)
 	waitQueued(t, b, 1)
 	r2 := submit(b, context.Background(), 2)
 	waitQueued(t, b, 2)
 	waitJoined(t, gt, 1)
 	b.close()
-	for _, ch := range []<-chan result{r1, r2} {
-		if r := <-ch; r.err != nil || r.res != r.req*10 {
-			t.Fatalf("request %d: %d, %v", r.req, r.res, r.err)
+	checkResults(t, r1, r2)
+	wg.Wait()
+	gt.stop()
+	if rounds, directs := re.seen(); rounds != "[]" || directs != "[[1 2]]" {
+		t.Fatalf("rounds %s, direct calls %s; want none and [[1 2]]", rounds, directs)
+	}
+}
+
+// TestGateRoundLeavers: of three buckets in a round, one has nothing live to send (its only
+// caller gave up) and leaves; the round still sends the other two's calls.
+func TestGateRoundLeavers(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
+	re := &roundExec{}
+	gt, _ := newTestGate(re)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := &sync.WaitGroup{}
+	bs := []*batcher[int, int]{newBatcher(ctx, wg, 8, gt, re.exec), newBatcher(ctx, wg, 8, gt, re.exec), newBatcher(ctx, wg, 8, gt, re.exec)}
+	gone, giveUp := context.WithCancel(context.Background())
+	var res []<-chan result
+	for i, b := range bs {
+		c := context.Background()
+		if i == 1 {
+			c = gone
 		}
+		res = append(res, submit(b, c, i+1))
+		waitQueued(t, b, 1)
+	}
+	waitJoined(t, gt, 3)
+	giveUp()
+	if r := <-res[1]; !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("the caller that gave up: %d, %v", r.res, r.err)
+	}
+	gt.release()
+	checkResults(t, res[0], res[2])
+	if rounds, directs := re.seen(); rounds != "[[1] [3]]" || directs != "[]" {
+		t.Fatalf("rounds %s, direct calls %s; want one round [[1] [3]]", rounds, directs)
+	}
+	for _, b := range bs {
+		b.close()
 	}
 	wg.Wait()
-	if got := fmt.Sprint(g.seen()); got != "[[1 2]]" {
-		t.Fatalf("calls %s, want [[1 2]]", got)
-	}
 }

@@ -70,6 +70,8 @@ func TestOptionsValidation(t *testing.T) {
 		{TTL: 10 * time.Second, StateTTL: time.Second},
 		{KeyPrefix: "a{b}"},
 		{KeyPrefix: "a b"},
+		{FlushDelay: 11 * time.Millisecond},
+		{BatchDelay: 3 * time.Millisecond},
 	}
 	for _, o := range bad {
 		if _, err := bus.Open(context.Background(), "memory://", o); err == nil {

@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -225,7 +227,7 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if o.BatchDelay > 0 {
-		b.gate = newGate(o.BatchDelay)
+		b.gate = newGate(b.ctx, o.BatchDelay, b.sendRound)
 	}
 	wait := func(d time.Duration) { b.m.batchWait.Observe(d.Seconds()) }
 	b.casB = make([]*batcher[casReq, casRes], vehicleBuckets)
@@ -364,6 +366,43 @@ func (b *redisBus) apply(ctx context.Context, u Update) (Result, error) {
 	return res, nil
 }
 
+// The SHA-1 of the Apply scripts (EVALSHA in a round's pipeline; see runScript).
+var casSHA, writeSHA = scriptSHA(casScript), scriptSHA(writeScript)
+
+func scriptSHA(src string) string {
+	sum := sha1.Sum([]byte(src))
+	return hex.EncodeToString(sum[:])
+}
+
+// runScript runs an Apply script for a batch: in the batch's round of the gate when it has one
+// (the round sends it with the other buckets' calls as EVALSHA), else on its own. A script not
+// loaded on its node (NOSCRIPT: a new or flushed server) is run again with EVAL by Lua.Exec.
+func (b *redisBus) runScript(ctx context.Context, lua *rueidis.Lua, sha string, keys, args []string) rueidis.RedisResult {
+	if r := roundOf(ctx); r != nil {
+		cmd := b.pub.B().Evalsha().Sha1(sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build().ToRetryable()
+		res := b.gate.do(ctx, r, cmd).(rueidis.RedisResult)
+		if err, ok := rueidis.IsRedisErr(res.Error()); !ok || !err.IsNoScript() {
+			return res
+		}
+	}
+	return lua.Exec(ctx, b.pub, keys, args)
+}
+
+// sendRound is the gate's send: the calls of a round in one DoMulti (rueidis pipelines the
+// commands of each node in one write).
+func (b *redisBus) sendRound(ctx context.Context, cmds []any) []any {
+	cs := make([]rueidis.Completed, len(cmds))
+	for i, c := range cmds {
+		cs[i] = c.(rueidis.Completed)
+	}
+	res := b.pub.DoMulti(ctx, cs...)
+	out := make([]any, len(res))
+	for i, r := range res {
+		out[i] = r
+	}
+	return out
+}
+
 // casScratch is the memory of one vehicle bucket's script calls, reused from call to call (a
 // bucket has one call at a time; rueidis copies the arguments into its command).
 type casScratch struct {
@@ -379,7 +418,7 @@ func (b *redisBus) execCAS(ctx context.Context, calls []*call[casReq, casRes], s
 		args = append(args, c.req.fix)
 	}
 	defer func() { sc.keys, sc.args = clearStrings(keys), clearStrings(args) }()
-	s, err := b.cas.Exec(ctx, b.pub, keys, args).ToString()
+	s, err := b.runScript(ctx, b.cas, casSHA, keys, args).ToString()
 	if err != nil {
 		return err
 	}
@@ -488,7 +527,7 @@ func (b *redisBus) execWrite(ctx context.Context, calls []*call[writeReq, bool],
 			sc.order = order[:0]
 		}
 	}()
-	s, err := b.write.Exec(ctx, b.pub, keys, args).ToString()
+	s, err := b.runScript(ctx, b.write, writeSHA, keys, args).ToString()
 	if err != nil {
 		return err
 	}
