@@ -217,23 +217,25 @@ func (b *batcher[Q, R]) close() {
 	b.mu.Unlock()
 }
 
-// gate lines up the sends of idle buckets under light load. A bucket that receives a request
-// while idle joins the gate's round; the first to join arms the round to open delay later. When
-// it opens, each bucket of the round hands its call to the round (round.do), and the last one
-// sends them all in one pipeline (send: one write and one read per Redis connection, instead of
-// one per call), then every bucket gets its reply. So, whatever the number of buckets, the calls
-// of light traffic leave in rounds at most delay apart: a request waits at most delay for its
-// round (plus what it queues behind a call in flight, as without a gate). A bucket that stays busy
-// (its queue never empties) sends each next call at once, outside the rounds.
+// gate lines up the sends of idle buckets in rounds (Options.BatchDelay). A bucket that receives
+// a request while idle joins the gate's next round instead of sending at once; the first to join
+// arms the round. The round opens once delay has passed and no other round is in flight: then
+// each of its buckets hands its call to it (do) and the last one sends them all in one pipeline
+// (send: one write and one read per Redis connection instead of one per call); every bucket then
+// gets its reply, and the next round may open. A request waits at most delay plus the round in
+// flight. A bucket that stays busy (its queue never empties) sends each next call at once,
+// outside the rounds, as without a gate.
 type gate struct {
-	delay time.Duration
-	t     timer // runs release delay after its Reset
+	delay time.Duration // from arming a round to opening it
+	t     timer         // runs release delay after a round is armed
 	// send runs the calls of a round together and returns their replies, in order.
 	send func(ctx context.Context, cmds []any) []any
 	ctx  context.Context // the bus's: a round's pipeline ends with it
 
-	mu  sync.Mutex
-	cur *round // the armed round; nil while none is armed
+	mu   sync.Mutex
+	cur  *round // the next round, which buckets join until it opens; nil while none is armed
+	busy bool   // a round is open and not yet answered
+	due  bool   // cur's delay has passed
 }
 
 // round is one opening of a gate: the buckets that joined it and their calls.
@@ -241,7 +243,7 @@ type round struct {
 	open    chan struct{} // closed when the round opens
 	done    chan struct{} // closed when the replies are in
 	opened  bool
-	pending int // buckets joined that have neither handed a call nor left
+	pending int // buckets joined that have neither handed a call nor left; -1 once finished
 	joined  int // buckets that joined (tests watch it)
 	cmds    []any
 	res     []any
@@ -273,12 +275,13 @@ func newGate(ctx context.Context, delay time.Duration, send func(context.Context
 	return g
 }
 
-// join adds a bucket to the armed round, arming one if none is, and returns it.
+// join adds a bucket to the next round, arming one if none is, and returns it.
 func (g *gate) join() *round {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.cur == nil {
 		g.cur = &round{open: make(chan struct{}), done: make(chan struct{}), all: true}
+		g.due = false
 		g.t.Reset(g.delay) // only when no round is armed, so the timer has fired or never ran
 	}
 	r := g.cur
@@ -287,18 +290,24 @@ func (g *gate) join() *round {
 	return r
 }
 
-// release opens the armed round (the timer's function).
-func (g *gate) release() {
-	g.mu.Lock()
+// openLocked opens the armed round, which becomes the one in flight.
+func (g *gate) openLocked() {
 	r := g.cur
-	g.cur = nil
-	if r == nil {
-		g.mu.Unlock()
-		return
-	}
+	g.cur, g.busy, g.due = nil, true, false
 	r.opened = true
 	close(r.open)
-	g.finishLocked(r) // unlocks
+}
+
+// release is the timer's function: the armed round's delay has passed.
+func (g *gate) release() {
+	g.mu.Lock()
+	if g.cur != nil {
+		g.due = true
+		if !g.busy {
+			g.openLocked()
+		}
+	}
+	g.mu.Unlock()
 }
 
 // leave takes a bucket out of round r without a call (nothing to send, or closing).
@@ -309,14 +318,14 @@ func (g *gate) leave(r *round) {
 }
 
 // finishLocked, called with g.mu held, which it releases, completes round r once it is open and
-// has no pending bucket: it sends the calls handed to it (in the caller's goroutine) and lets
-// their buckets read their replies.
+// has no pending bucket: it sends the calls handed to it (in the caller's goroutine), opens the
+// next round if it may, and lets the buckets read their replies.
 func (g *gate) finishLocked(r *round) {
-	if !r.opened || r.pending > 0 {
+	if !r.opened || r.pending != 0 {
 		g.mu.Unlock()
 		return
 	}
-	r.pending = -1 // finished: no second completion
+	r.pending = -1
 	cmds, deadline, all := r.cmds, r.deadline, r.all
 	g.mu.Unlock()
 	if len(cmds) > 0 {
@@ -328,10 +337,16 @@ func (g *gate) finishLocked(r *round) {
 		}
 		r.res = g.send(ctx, cmds)
 	}
+	g.mu.Lock()
+	g.busy = false
+	if g.cur != nil && g.due {
+		g.openLocked()
+	}
+	g.mu.Unlock()
 	close(r.done)
 }
 
-// do hands a bucket's call to round r and returns its reply once the round's calls are sent.
+// do hands a bucket's call to round r and returns its reply once the round's calls are answered.
 func (g *gate) do(ctx context.Context, r *round, cmd any) any {
 	g.mu.Lock()
 	i := len(r.cmds)
@@ -350,5 +365,9 @@ func (g *gate) do(ctx context.Context, r *round, cmd any) any {
 // stop opens the armed round at once and stops the timer (the bus is closing).
 func (g *gate) stop() {
 	g.t.Stop()
-	g.release()
+	g.mu.Lock()
+	if g.cur != nil {
+		g.openLocked()
+	}
+	g.mu.Unlock()
 }

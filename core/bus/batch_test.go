@@ -397,10 +397,12 @@ func (re *roundExec) send(_ context.Context, cmds []any) []any {
 	return out
 }
 
+// seen returns the rounds sent ("<call> <call> | <call>": each round's calls, in order) and the
+// direct calls.
 func (re *roundExec) seen() (rounds, directs string) {
 	re.mu.Lock()
 	defer re.mu.Unlock()
-	return fmt.Sprint(re.rounds), fmt.Sprint(re.directs)
+	return strings.Join(re.rounds, " | "), fmt.Sprint(re.directs)
 }
 
 func times10(items []int) []int {
@@ -473,13 +475,13 @@ func TestGateLinesUpIdleBuckets(t *testing.T) {
 	if n := ft.armed(); n != 1 {
 		t.Fatalf("gate armed %d times, want once for both buckets", n)
 	}
-	if rounds, directs := re.seen(); rounds+directs != "[][]" {
+	if rounds, directs := re.seen(); rounds+directs != "[]" {
 		t.Fatalf("rounds %s, direct calls %s before the gate opened", rounds, directs)
 	}
 	gt.release() // the timer fires
 	checkResults(t, res...)
-	if rounds, directs := re.seen(); rounds != "[[1 3 4 5] [2]]" || directs != "[]" {
-		t.Fatalf("rounds %s, direct calls %s; want one round [[1 3 4 5] [2]] and none", rounds, directs)
+	if rounds, directs := re.seen(); rounds != "[1 3 4 5] [2]" || directs != "[]" {
+		t.Fatalf("rounds %s, direct calls %s; want one round [1 3 4 5] [2] and none", rounds, directs)
 	}
 	a.close()
 	b.close()
@@ -509,8 +511,8 @@ func TestGateBusyBucketDoesNotWait(t *testing.T) {
 	if n := ft.armed(); n != 1 {
 		t.Fatalf("gate armed %d times, want once (the busy bucket does not wait)", n)
 	}
-	if rounds, directs := re.seen(); rounds != "[[1]]" || directs != "[[2 3]]" {
-		t.Fatalf("rounds %s, direct calls %s; want [[1]] and [[2 3]]", rounds, directs)
+	if rounds, directs := re.seen(); rounds != "[1]" || directs != "[[2 3]]" {
+		t.Fatalf("rounds %s, direct calls %s; want [1] and [[2 3]]", rounds, directs)
 	}
 	b.close()
 	wg.Wait()
@@ -535,7 +537,7 @@ func TestGateClose(t *testing.T) {
 	checkResults(t, r1, r2)
 	wg.Wait()
 	gt.stop()
-	if rounds, directs := re.seen(); rounds != "[]" || directs != "[[1 2]]" {
+	if rounds, directs := re.seen(); rounds != "" || directs != "[[1 2]]" {
 		t.Fatalf("rounds %s, direct calls %s; want none and [[1 2]]", rounds, directs)
 	}
 }
@@ -567,8 +569,43 @@ func TestGateRoundLeavers(t *testing.T) {
 	}
 	gt.release()
 	checkResults(t, res[0], res[2])
-	if rounds, directs := re.seen(); rounds != "[[1] [3]]" || directs != "[]" {
-		t.Fatalf("rounds %s, direct calls %s; want one round [[1] [3]]", rounds, directs)
+	if rounds, directs := re.seen(); rounds != "[1] [3]" || directs != "[]" {
+		t.Fatalf("rounds %s, direct calls %s; want one round [1] [3]", rounds, directs)
+	}
+	for _, b := range bs {
+		b.close()
+	}
+	wg.Wait()
+}
+
+// TestGateRoundsFollowEachOther: a round whose delay has passed while another is in flight opens
+// when that one is answered, and sends together the calls of the buckets that joined it.
+func TestGateRoundsFollowEachOther(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
+	re := &roundExec{entered: make(chan struct{}), release: make(chan struct{})}
+	gt, ft := newTestGate(re)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := &sync.WaitGroup{}
+	bs := []*batcher[int, int]{newBatcher(ctx, wg, 8, gt, re.exec), newBatcher(ctx, wg, 8, gt, re.exec), newBatcher(ctx, wg, 8, gt, re.exec)}
+	first := submit(bs[0], context.Background(), 1)
+	waitJoined(t, gt, 1)
+	gt.release()
+	<-re.entered // the first round is in flight, with request 1 alone
+	second := submit(bs[1], context.Background(), 2)
+	waitJoined(t, gt, 1)
+	third := submit(bs[2], context.Background(), 3)
+	waitJoined(t, gt, 2)
+	gt.release() // the second round's delay passes while the first is in flight: it stays shut
+	if n := ft.armed(); n != 2 {
+		t.Fatalf("gate armed %d times, want 2", n)
+	}
+	re.release <- struct{}{} // the first round is answered: the second opens
+	<-re.entered
+	re.release <- struct{}{}
+	checkResults(t, first, second, third)
+	if rounds, directs := re.seen(); rounds != "[1] | [2] [3]" || directs != "[]" {
+		t.Fatalf("rounds %s, direct calls %s; want [1] | [2] [3]", rounds, directs)
 	}
 	for _, b := range bs {
 		b.close()

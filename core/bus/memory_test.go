@@ -72,6 +72,7 @@ func TestOptionsValidation(t *testing.T) {
 		{KeyPrefix: "a b"},
 		{FlushDelay: 11 * time.Millisecond},
 		{BatchDelay: 3 * time.Millisecond},
+		{BatchDelay: -time.Millisecond},
 	}
 	for _, o := range bad {
 		if _, err := bus.Open(context.Background(), "memory://", o); err == nil {

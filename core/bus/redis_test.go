@@ -84,9 +84,24 @@ func TestRedisConformance(t *testing.T) {
 			},
 		})
 	})
-	t.Run("Cluster", func(t *testing.T) {
+	// The same with every bus sending its calls in rounds (Options.BatchDelay).
+	t.Run("SingleRounds", func(t *testing.T) {
 		conformance(t, backend{
-			open: func(t *testing.T, o bus.Options) bus.Bus { return openRedis(t, cluster.URL(), o) },
+			open: func(t *testing.T, o bus.Options) bus.Bus {
+				o.BatchDelay = time.Millisecond
+				return openRedis(t, single.URL(), o)
+			},
+			serverSubscribers: func(t *testing.T, ch string) int64 {
+				return shardSubscribers(t, single.Node, ch)
+			},
+		})
+	})
+	clusterBackend := func(delay time.Duration) backend {
+		return backend{
+			open: func(t *testing.T, o bus.Options) bus.Bus {
+				o.BatchDelay = delay
+				return openRedis(t, cluster.URL(), o)
+			},
 			masters: func(t *testing.T, chans []string) int {
 				seen := map[string]bool{}
 				for _, ch := range chans {
@@ -105,8 +120,10 @@ func TestRedisConformance(t *testing.T) {
 				}
 				return shardSubscribers(t, m, ch)
 			},
-		})
-	})
+		}
+	}
+	t.Run("Cluster", func(t *testing.T) { conformance(t, clusterBackend(0)) })
+	t.Run("ClusterRounds", func(t *testing.T) { conformance(t, clusterBackend(time.Millisecond)) })
 }
 
 // TestRedisKeys checks the key schema and that nobody needs to clean up: old entries and
@@ -241,12 +258,16 @@ func counter(t *testing.T, reg *prometheus.Registry, name, label string) float64
 	return sum
 }
 
-// faultSetup opens a bus with its own registry on url, subscribed to mA, and checks delivery.
-func faultSetup(t *testing.T, url string) (bus.Bus, *recorder, bus.Subscription, *prometheus.Registry, *clock) {
+// faultSetup opens a bus with its own registry on url, subscribed to mA, and checks delivery. It
+// also returns a second bus on the same namespace that sends its calls in rounds
+// (Options.BatchDelay), for the tests to apply through as well.
+func faultSetup(t *testing.T, url string) (bus.Bus, bus.Bus, *recorder, bus.Subscription, *prometheus.Registry, *clock) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	clk := newClock(time.Now().UnixMilli())
-	b := openRedis(t, url, bus.Options{Registerer: reg, KeyPrefix: uniquePrefix(), Now: clk.Now})
+	prefix := uniquePrefix()
+	b := openRedis(t, url, bus.Options{Registerer: reg, KeyPrefix: prefix, Now: clk.Now})
+	rb := openRedis(t, url, bus.Options{KeyPrefix: prefix, Now: clk.Now, BatchDelay: time.Millisecond})
 	r := newRecorder()
 	s, err := b.Subscribe(r)
 	if err != nil {
@@ -256,7 +277,8 @@ func faultSetup(t *testing.T, url string) (bus.Bus, *recorder, bus.Subscription,
 		t.Fatal(err)
 	}
 	deliver(t, b, r, clk)
-	return b, r, s, reg, clk
+	deliver(t, rb, r, clk)
+	return b, rb, r, s, reg, clk
 }
 
 // deliver applies a new fix of f/v in mA, retrying until the bus accepts it, and then requires it
@@ -287,7 +309,7 @@ func deliver(t *testing.T, b bus.Bus, r *recorder, clk *clock) {
 func TestClusterSlotMigration(t *testing.T) {
 	c := redistest.StartCluster(t, 3, 0)
 	ignore := goleak.IgnoreCurrent()
-	b, r, s, reg, clk := faultSetup(t, c.URL())
+	b, rb, r, s, reg, clk := faultSetup(t, c.URL())
 	slot := redistest.KeySlot(bus.MeshHashTag(mA))
 	from, err := c.MasterForSlot(slot)
 	if err != nil {
@@ -306,6 +328,7 @@ func TestClusterSlotMigration(t *testing.T) {
 	}
 	r.waitFor(t, "OnResync after the migration", func() bool { return r.resyncCount(mA) >= 1 })
 	deliver(t, b, r, clk)
+	deliver(t, rb, r, clk) // its rounds follow the slot too
 	if n := counter(t, reg, "meshcast_bus_resubscriptions_total", "slot_moved"); n < 1 {
 		t.Fatalf("resubscriptions{reason=slot_moved} = %v, want >= 1", n)
 	}
@@ -316,6 +339,7 @@ func TestClusterSlotMigration(t *testing.T) {
 	}
 	s.Close()
 	b.Close()
+	rb.Close()
 	verifyNoLeaks(t, ignore)
 }
 
@@ -325,7 +349,7 @@ func TestClusterSlotMigration(t *testing.T) {
 func TestClusterFailover(t *testing.T) {
 	c := redistest.StartCluster(t, 3, 1)
 	ignore := goleak.IgnoreCurrent()
-	b, r, s, reg, clk := faultSetup(t, c.URL())
+	b, rb, r, s, reg, clk := faultSetup(t, c.URL())
 	m, err := c.MasterForSlot(redistest.KeySlot(bus.MeshHashTag(mA)))
 	if err != nil {
 		t.Fatal(err)
@@ -337,11 +361,13 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("killed %s, %s took over", m.Addr, nm.Addr)
 	r.waitFor(t, "OnResync after the failover", func() bool { return r.resyncCount(mA) >= 1 })
 	deliver(t, b, r, clk)
+	deliver(t, rb, r, clk)
 	if n := counter(t, reg, "meshcast_bus_resubscriptions_total", ""); n < 1 {
 		t.Fatalf("resubscriptions = %v, want >= 1", n)
 	}
 	s.Close()
 	b.Close()
+	rb.Close()
 	verifyNoLeaks(t, ignore)
 }
 
@@ -349,17 +375,19 @@ func TestClusterFailover(t *testing.T) {
 func TestSingleReconnect(t *testing.T) {
 	single := redistest.StartSingle(t)
 	ignore := goleak.IgnoreCurrent()
-	b, r, s, reg, clk := faultSetup(t, single.URL())
+	b, rb, r, s, reg, clk := faultSetup(t, single.URL())
 	if _, err := single.Do("CLIENT", "KILL", "TYPE", "pubsub"); err != nil {
 		t.Fatal(err)
 	}
 	r.waitFor(t, "OnResync after the reconnect", func() bool { return r.resyncCount(mA) >= 1 })
 	deliver(t, b, r, clk)
+	deliver(t, rb, r, clk)
 	if n := counter(t, reg, "meshcast_bus_resubscriptions_total", "reconnect"); n < 1 {
 		t.Fatalf("resubscriptions{reason=reconnect} = %v, want >= 1", n)
 	}
 	s.Close()
 	b.Close()
+	rb.Close()
 	verifyNoLeaks(t, ignore)
 }
 
