@@ -26,7 +26,8 @@ admin() {
 	esac
 }
 
-log() { echo "envoy-drain: $*" >/proc/1/fd/1 2>/dev/null || echo "envoy-drain: $*"; }
+# Into Envoy's own stdout (the pod's log) when possible: a hook's output is not logged.
+log() { { echo "envoy-drain: $*" >/proc/1/fd/1; } 2>/dev/null || echo "envoy-drain: $*"; }
 
 # Only the INBOUND listener (riders) drains: the metrics listener keeps answering the kubelet.
 # /ready turns 503 at once (the pod leaves the Service and the load balancer); each connection
@@ -42,7 +43,7 @@ until admin POST '/drain_listeners?inboundonly&graceful&skip_exit' >/dev/null; d
 done
 log "draining; waiting up to ${deadline}s for the riders' connections to end"
 while ((SECONDS - start < deadline)); do
-	n=$(admin GET '/stats?filter=downstream_cx_active' | sed -n 's/^http\.riders\.downstream_cx_active: \([0-9]*\)$/\1/p')
+	n=$(admin GET '/stats?filter=downstream_cx_active' | tr -d '\r' | sed -n 's/^http\.riders\.downstream_cx_active: \([0-9]*\)$/\1/p')
 	if [[ $n == 0 ]]; then
 		log "no rider connection left after $((SECONDS - start))s"
 		exit 0
