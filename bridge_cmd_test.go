@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/bridge/broker"
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // syncBuffer is a strings.Builder safe for one writer and concurrent readers.
@@ -54,21 +55,16 @@ func TestBridgeCommandServesAdminAndStops(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.For(t, 30*time.Second, "the bridge's /readyz 200", func() bool {
 		if a, ok := strings.CutPrefix(strings.TrimSpace(out.String()), "admin listening on "); ok && admin == "" {
 			admin = a
 		}
-		if admin != "" {
-			if code, _ := get("/readyz"); code == 200 {
-				break
-			}
+		if admin == "" {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bridge not ready; output %q", out.String())
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, bounded by the deadline
-	}
+		code, _ := get("/readyz")
+		return code == 200
+	})
 	if code, _ := get("/healthz"); code != 200 {
 		t.Errorf("/healthz: %d", code)
 	}

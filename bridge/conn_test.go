@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // Packets written concurrently (each under Lock, in pieces, as paho does) arrive whole and
@@ -66,16 +68,10 @@ func TestBatchConnReadsAndReportsWriteErrors(t *testing.T) {
 		t.Fatalf("read %q, %v", buf, err)
 	}
 	server.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := bc.Write([]byte("x")); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("writes kept succeeding after the peer closed")
-		}
-		time.Sleep(time.Millisecond) // polling interval, bounded by the deadline
-	}
+	testwait.For(t, 10*time.Second, "a write to fail after the peer closed", func() bool {
+		_, err := bc.Write([]byte("x"))
+		return err != nil
+	})
 	bc.Close()
 	if _, err := bc.Write([]byte("x")); err == nil {
 		t.Fatal("write after Close succeeded")

@@ -26,6 +26,7 @@ import (
 	"github.com/meshcast/meshcast/core/geofence"
 	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/telemetry"
+	"github.com/meshcast/meshcast/core/testwait"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )
 
@@ -121,13 +122,7 @@ func runBridge(t testing.TB, cfg bridge.Config) (*bridge.Bridge, *prometheus.Reg
 // waitFor polls cond until it holds or waitTimeout passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, bounded by the deadline
-	}
+	testwait.For(t, waitTimeout, what, cond)
 }
 
 // metric returns the value of the counter or gauge name{labels} in reg (0 if absent).

@@ -19,6 +19,7 @@ import (
 	"github.com/meshcast/meshcast/core/geofence"
 	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/telemetry"
+	"github.com/meshcast/meshcast/core/testwait"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )
 
@@ -82,17 +83,6 @@ func (a *fakeAcker) ids() []uint16 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]uint16(nil), a.acked...)
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond) // polling interval, bounded by the deadline
-	}
 }
 
 func testPipeline(t testing.TB, b bus.Bus, workers, queue int) (*pipeline, *metrics) {
@@ -222,7 +212,7 @@ func TestPipelineRetriesBusUntilItWorks(t *testing.T) {
 	p.start()
 	a := &fakeAcker{}
 	p.submit(msg(1, "taxi/acme/v1/state", fixJSON(35.681236, 139.767125, baseMs-1000, "vacant"), a))
-	waitUntil(t, "the update to be applied", func() bool { return len(fb.all()) == 1 })
+	testwait.For(t, waitTimeout, "the update to be applied", func() bool { return len(fb.all()) == 1 })
 	p.close(waitTimeout)
 	if got := a.ids(); len(got) != 1 {
 		t.Fatalf("acked %v, want [1]", got)

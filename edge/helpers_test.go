@@ -12,6 +12,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // runningEdge is an edge.Run in this process on loopback port 0.
@@ -96,11 +98,5 @@ next:
 // waitFor polls cond until it holds or the limit passes (a bound, not a speed assertion).
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, limit)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, limit, what, cond)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/meshcast/meshcast/core/geofence"
 	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/telemetry"
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 func TestRefusesRemoteAddress(t *testing.T) {
@@ -64,7 +65,7 @@ func TestBridgesOverEmbeddedBroker(t *testing.T) {
 		wg.Go(func() { br.Run(ctx) })
 	}
 	defer func() { cancel(); wg.Wait() }()
-	waitFor(t, func() bool { return bridges[0].Ready() && bridges[1].Ready() })
+	testwait.For(t, 30*time.Second, "both bridges ready", func() bool { return bridges[0].Ready() && bridges[1].Ready() })
 
 	conn, err := net.Dial("tcp", b.Addr())
 	if err != nil {
@@ -84,7 +85,7 @@ func TestBridgesOverEmbeddedBroker(t *testing.T) {
 		}
 	}
 	m := mustThird(t)
-	waitFor(t, func() bool {
+	testwait.For(t, 30*time.Second, "every fix in the bus", func() bool {
 		snap, err := mem.Snapshot(ctx, m)
 		return err == nil && len(snap) == n
 	})
@@ -97,15 +98,4 @@ func mustThird(t *testing.T) mesh.Code {
 		t.Fatal(err)
 	}
 	return m
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, bounded by the deadline
-	}
 }

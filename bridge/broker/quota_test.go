@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // TestQuotaExhaustionDoesNotDeadlock drives mochi towards its Receive Maximum handling (see
@@ -76,13 +78,8 @@ func TestQuotaExhaustionDoesNotDeadlock(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	for received.Load() < total {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%d of %d messages delivered before the deadline: the broker is stuck", received.Load(), total)
-		case <-time.After(5 * time.Millisecond): // polling interval, bounded by ctx
-		}
-	}
+	testwait.For(t, 60*time.Second, fmt.Sprintf("all %d messages to be delivered (a stuck broker delivers no more)", total),
+		func() bool { return received.Load() >= total })
 	if n := received.Load(); n != total {
 		t.Fatalf("%d messages delivered, want %d", n, total)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/meshcast/meshcast/core/bus/redistest"
 	"github.com/meshcast/meshcast/core/geofence"
 	"github.com/meshcast/meshcast/core/mosquittotest"
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // waitLimit bounds every wait for a condition (not a speed assertion).
@@ -29,21 +30,7 @@ const waitLimit = 60 * time.Second
 // waitFor polls cond until it holds, failing the test after waitLimit.
 func waitFor(tb testing.TB, what string, cond func() bool) {
 	tb.Helper()
-	if !waitUntil(waitLimit, 20*time.Millisecond, cond) {
-		tb.Fatalf("timed out after %v waiting for %s", waitLimit, what)
-	}
-}
-
-// waitUntil polls cond every interval until it holds (true) or limit has passed (false).
-func waitUntil(limit, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(interval) // polling interval of a condition wait
-	}
-	return true
+	testwait.For(tb, waitLimit, what, cond)
 }
 
 var (

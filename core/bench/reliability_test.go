@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/core/sim"
+	"github.com/meshcast/meshcast/core/testwait"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -263,7 +264,7 @@ func TestSlowConsumers(t *testing.T) {
 	l.rs.measure()
 	start := time.Now()
 	rssMax := rssBase
-	cutAll := waitUntil(cutLimit, 50*time.Millisecond, func() bool {
+	cutAll := testwait.Until(cutLimit, func() bool {
 		rssMax = max(rssMax, rss())
 		if l.rs.hist.Count() >= samples {
 			l.rs.measuring.Store(false) // the window ends, as the others, after this many upserts
@@ -550,7 +551,7 @@ func faultCase(t *testing.T, name string, o deployOptions, fault func(*testing.T
 	if roundAfter {
 		tr.round(t)
 	}
-	if !waitUntil(waitLimit, 20*time.Millisecond, func() bool { return allMatch(views, tr) }) {
+	if !testwait.Until(waitLimit, func() bool { return allMatch(views, tr) }) {
 		for _, v := range views {
 			if diff := v.diff(tr); diff != "" {
 				t.Errorf("view %d: %s", v.n, diff)
@@ -636,7 +637,7 @@ func TestVehicleReturnsAfterExpiry(t *testing.T) {
 	})
 	start := time.Now()
 	tr.round(t)
-	if !waitUntil(waitLimit, 20*time.Millisecond, func() bool { return allMatch(views, tr) }) {
+	if !testwait.Until(waitLimit, func() bool { return allMatch(views, tr) }) {
 		t.Fatalf("after expiry, resumed fixes did not reach the riders: view 0: %s", views[0].diff(tr))
 	}
 	report(row{name: "vehicles return after TTL expiry", kept: "2/2 watching riders", lost: "0 (final view = truth)", recovery: time.Since(start),

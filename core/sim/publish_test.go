@@ -12,6 +12,7 @@ import (
 	"github.com/meshcast/meshcast/core/mosquittotest"
 	"github.com/meshcast/meshcast/core/sim"
 	"github.com/meshcast/meshcast/core/telemetry"
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // TestDriveAndPublish runs a small fleet in real time through the Publisher to a
@@ -74,12 +75,7 @@ func TestDriveAndPublish(t *testing.T) {
 		}
 		return true
 	}
-	for !allSeen() {
-		if ctx.Err() != nil {
-			t.Fatalf("only %d taxis seen: %v", len(seen), seen)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, bounded by ctx
-	}
+	testwait.For(t, 30*time.Second, "three reports of every taxi", allSeen)
 	dcancel()
 	<-done
 	if err := pub.Close(ctx); err != nil {

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // repoRoot is the main module's root, relative to this package.
@@ -175,18 +177,10 @@ func (p *proc) metric(t *testing.T, name string) float64 {
 	return sum
 }
 
-// waitUntil polls cond every 20ms until it holds or the timeout passes (then the test fails).
-// The polling interval is not synchronisation: the condition is what is waited for.
+// waitUntil polls cond until it holds or the timeout passes (then the test fails).
 func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
+	return testwait.For(t, timeout, what, cond)
 }
 
 func tail(path string, n int) string {

@@ -114,8 +114,14 @@ func TestTopology(t *testing.T) {
 			}
 			return true
 		})
-		a := bridgeA.metric(t, "meshcast_bridge_messages_applied_total")
-		b := bridgeB.metric(t, "meshcast_bridge_messages_applied_total") - 1
+		// A bridge counts a fix after its bus.Apply returned, which may be after the rider saw
+		// the event that Apply published: wait for the counters, then check their sum.
+		var a, b float64
+		waitUntil(t, 15*time.Second, "the bridges' applied counters to cover the batch", func() bool {
+			a = bridgeA.metric(t, "meshcast_bridge_messages_applied_total")
+			b = bridgeB.metric(t, "meshcast_bridge_messages_applied_total") - 1
+			return a+b >= batch
+		})
 		t.Logf("batch of %d fixes: bridge A applied %v, bridge B applied %v", batch, a, b)
 		if a+b != batch {
 			t.Errorf("bridges applied %v+%v, want %d in all", a, b, batch)

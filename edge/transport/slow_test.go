@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/testwait"
 	"github.com/meshcast/meshcast/edge/session"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 	dto "github.com/prometheus/client_model/go"
@@ -131,13 +132,7 @@ func TestSlowRiderIsCut(t *testing.T) {
 
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", waitLimit)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, waitLimit, "a condition", cond)
 }
 
 // TestSSEOverHTTP2 covers the ResponseWriter path of SSE (no hijacking on HTTP/2, as behind a
