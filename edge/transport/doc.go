@@ -6,11 +6,13 @@
 //
 // # One port
 //
-// Server.Serve peeks at the first bytes of every accepted connection: the HTTP/2 client preface
-// (plain-text HTTP/2 with prior knowledge) goes to the native grpc-go transport
-// (grpc.Server.Serve, with keepalive enforcement), everything else to net/http. Plain-text
-// HTTP/2 therefore always means native gRPC; gRPC-Web, WebSocket and SSE use HTTP/1.1 here
-// (TLS and HTTP/2 for browsers are terminated in front of the edge).
+// Server.Serve peeks at the first bytes of every accepted connection: HTTP/1.x goes to
+// net/http; the HTTP/2 client preface (plain-text HTTP/2 with prior knowledge, h2c) is routed by
+// its first request's headers (h2route): native gRPC (content type application/grpc) to the
+// grpc-go transport (grpc.Server.Serve, with keepalive enforcement), anything else (gRPC-Web,
+// SSE, the page) to net/http's h2c server. TLS and HTTP/2 for browsers are terminated in front
+// of the edge. A connection that does not send its first bytes within Options.HandshakeTimeout
+// is closed and counted in meshcast_edge_stalled_total{reason="first_bytes"}.
 //
 // # Transports (API.md §3)
 //

@@ -106,15 +106,17 @@ func (q *connQueue) Addr() net.Addr { return q.addr }
 // splitter accepts from one listener and routes every connection to the gRPC or the HTTP queue
 // by its first bytes.
 type splitter struct {
-	l       net.Listener
-	timeout time.Duration // for the first bytes of a connection
-	grpc    *connQueue
-	http    *connQueue
-	wg      sync.WaitGroup // sniffing goroutines
+	l         net.Listener
+	timeout   time.Duration // for the first bytes of a connection (HTTP/2: its first request's headers)
+	maxHeader int           // cap of the first HTTP/2 request's decoded headers
+	onStall   func()        // a connection cut for not sending its first bytes in time (nil: none)
+	grpc      *connQueue
+	http      *connQueue
+	wg        sync.WaitGroup // sniffing goroutines
 }
 
 func newSplitter(l net.Listener, timeout time.Duration) *splitter {
-	return &splitter{l: l, timeout: timeout, grpc: newConnQueue(l.Addr()), http: newConnQueue(l.Addr())}
+	return &splitter{l: l, timeout: timeout, maxHeader: 16 << 10, grpc: newConnQueue(l.Addr()), http: newConnQueue(l.Addr())}
 }
 
 // run accepts until the listener fails or is closed, then closes both queues after the sniffing
@@ -159,24 +161,42 @@ func isTemporary(err error) bool {
 	return errors.As(err, &t) && t.Temporary()
 }
 
-// route sniffs c and pushes it to its queue; a connection that sends nothing within the timeout
-// is closed.
+// route sniffs c and pushes it to its queue: HTTP/1.x to net/http; HTTP/2 by its first
+// request (h2route): native gRPC to grpc-go, the rest to net/http's h2c server. A connection
+// that does not send its first bytes (HTTP/2: its first request's headers and our settings'
+// acknowledgement) within the timeout is closed and counted (onStall); an HTTP/2 connection
+// that sends nothing after its preface goes to grpc-go, which owns idle connections.
 func (s *splitter) route(c net.Conn) {
 	defer s.wg.Done()
 	var buf [len(preface)]byte
 	if s.timeout > 0 {
-		c.SetReadDeadline(time.Now().Add(s.timeout))
+		c.SetDeadline(time.Now().Add(s.timeout))
 	}
 	r, n, err := sniff(c, &buf)
+	var head []byte
+	if err == nil && r == routeGRPC {
+		var toGRPC bool
+		var rest []byte
+		toGRPC, rest, err = h2route(c, c, s.maxHeader)
+		if err == nil {
+			head = append(append(make([]byte, 0, n+len(rest)), buf[:n]...), rest...)
+			if !toGRPC {
+				r = routeHTTP
+			}
+		}
+	} else if err == nil {
+		head = append([]byte(nil), buf[:n]...)
+	}
 	if err != nil {
+		if isTimeout(err) && s.onStall != nil {
+			s.onStall()
+		}
 		c.Close()
 		return
 	}
 	if s.timeout > 0 {
-		c.SetReadDeadline(time.Time{})
+		c.SetDeadline(time.Time{})
 	}
-	head := make([]byte, n)
-	copy(head, buf[:n])
 	sc := &sniffedConn{Conn: c, head: head}
 	if r == routeGRPC {
 		s.grpc.push(sc)

@@ -182,12 +182,17 @@ type webRequest struct {
 }
 
 // webFirstRequest starts the bound of a gRPC-Web request: to the end of its body over HTTP, to
-// its first message on the grpc-websockets transport. The caller calls release when the request
+// its first message on the grpc-websockets transport (websocket; also native gRPC served
+// through net/http), counted under reason when it fires. The caller calls release when the request
 // is over. Over HTTP/1.x the response is full duplex: net/http would otherwise wait for the
 // rest of the body before writing a status.
-func (s *Server) webFirstRequest(w http.ResponseWriter, r *http.Request, websocket bool) (_ *http.Request, release func()) {
+func (s *Server) webFirstRequest(w http.ResponseWriter, r *http.Request, websocket bool, reason string) (_ *http.Request, release func()) {
 	rc := http.NewResponseController(w)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
+	if r.ProtoMajor != 1 {
+		// HTTP/2 streams share their socket: its send queue is not theirs (see sendQueue).
+		ctx = withConn(ctx, nil)
+	}
 	wr := &webRequest{rc: rc}
 	cut := func() { rc.SetReadDeadline(time.Now()) }
 	if websocket {
@@ -195,7 +200,7 @@ func (s *Server) webFirstRequest(w http.ResponseWriter, r *http.Request, websock
 	} else if r.ProtoMajor == 1 {
 		rc.EnableFullDuplex()
 	}
-	wr.firstRequest = s.watchFirstRequest(r.Context(), stalledGRPCWebReqst, cut)
+	wr.firstRequest = s.watchFirstRequest(r.Context(), reason, cut)
 	stopProp := context.AfterFunc(r.Context(), func() {
 		if !wr.cutting.Load() {
 			cancel()

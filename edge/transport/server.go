@@ -284,6 +284,11 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 	if o.HTTPMiddleware != nil {
 		handler = o.HTTPMiddleware(s)
 	}
+	// net/http serves HTTP/1.x and the plain-text HTTP/2 connections whose first request is not
+	// native gRPC (the listener routes them, see h2route). TLS is terminated in front of the edge.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
 	s.http = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: o.HandshakeTimeout,
@@ -291,9 +296,9 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		ConnContext:       withConn, // gRPC-Web streams find their socket's send queue
 		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+		Protocols:         protocols,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: o.MaxStreamsPerConn},
 	}
-	// Plain-text HTTP/2 (prior knowledge) never reaches http.Server: the listener hands it to
-	// the native gRPC transport. TLS is terminated in front of the edge.
 	return s, nil
 }
 
@@ -307,6 +312,8 @@ func (s *Server) Serve(l net.Listener) error {
 		return errors.New("transport: Serve called twice")
 	}
 	sp := newSplitter(l, s.o.HandshakeTimeout)
+	sp.maxHeader = s.o.MaxHeaderBytes
+	sp.onStall = func() { s.m.stalled.WithLabelValues(stalledFirstBytes).Inc() }
 	s.split = sp
 	down := s.shutdown
 	s.mu.Unlock()
@@ -424,9 +431,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.enter() {
 			defer s.streams.Done()
 		}
-		r, release := s.webFirstRequest(w, r, true)
+		r, release := s.webFirstRequest(w, r, true, stalledGRPCWebReqst)
 		defer release()
 		s.web.ServeHTTP(w, r)
+	case r.ProtoMajor == 2 && r.Method == http.MethodPost && isGRPCContentType(r.Header.Get("Content-Type")):
+		// Native gRPC on an HTTP/2 connection whose first request was not (see h2route).
+		if s.enter() {
+			defer s.streams.Done()
+		}
+		r, release := s.webFirstRequest(w, r, true, stalledGRPCRequest)
+		defer release()
+		s.grpc.ServeHTTP(w, r)
 	case s.web.IsGrpcWebRequest(r):
 		if !s.requestOriginAllowed(r) {
 			writeJSONError(w, http.StatusForbidden, "permission_denied", "origin not allowed: "+truncate(r.Header.Get("Origin"), 64))
@@ -436,7 +451,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.enter() {
 			defer s.streams.Done()
 		}
-		r, release := s.webFirstRequest(w, r, false)
+		r, release := s.webFirstRequest(w, r, false, stalledGRPCWebReqst)
 		defer release()
 		wr := webRequestFrom(r.Context())
 		s.web.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.o.WriteTimeout, cut: &wr.cutting}, r)

@@ -505,3 +505,114 @@ func TestWebSocketBadMoveSaysWhy(t *testing.T) {
 		})
 	}
 }
+
+// --- plain-text HTTP/2 (h2c) for gRPC-Web, SSE and the page ---
+
+// h2cClient is an HTTP client that speaks only HTTP/2 with prior knowledge, on one connection.
+func h2cClient(t *testing.T) *http.Client {
+	t.Helper()
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: p, MaxConnsPerHost: 1}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// TestH2C: gRPC-Web, SSE and the page over HTTP/2 with prior knowledge, as API.md says (they
+// used to reach grpc-go, which answered 415), and native gRPC on a connection that began with
+// one of them.
+func TestH2C(t *testing.T) {
+	b := bus.NewMemory(bus.Options{})
+	t.Cleanup(func() { b.Close() })
+	ts := startServer(t, b, nil, Options{Fallback: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "page over "+r.Proto)
+	})})
+	hc := h2cClient(t)
+	msg, _ := proto.Marshal(tokyo)
+
+	t.Run("page", func(t *testing.T) {
+		resp, err := hc.Get(ts.base + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 || string(body) != "page over HTTP/2.0" {
+			t.Fatalf("%s %d %q", resp.Proto, resp.StatusCode, body)
+		}
+	})
+	t.Run("sse", func(t *testing.T) {
+		resp, err := hc.Get(watchURL(ts.base, PathSSE, tokyo, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("%s %d %v", resp.Proto, resp.StatusCode, resp.Header)
+		}
+		r := newRider("sse-h2c")
+		go readSSE(resp.Body, r, func(string) {})
+		select {
+		case ev := <-r.events:
+			if ev.GetSnapshot() == nil {
+				t.Fatalf("first event %v", ev)
+			}
+		case <-r.done:
+			t.Fatalf("ended: %v", r.end)
+		case <-time.After(waitLimit):
+			t.Fatal("no snapshot")
+		}
+	})
+	t.Run("grpc-web", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", ts.base+meshcastv1.RiderService_Watch_FullMethodName, bytes.NewReader(grpcWebFrame(msg)))
+		req.Header.Set("Content-Type", "application/grpc-web+proto")
+		req.Header.Set("X-Grpc-Web", "1")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc-web") {
+			t.Fatalf("%s %d %v", resp.Proto, resp.StatusCode, resp.Header)
+		}
+		flag, payload, err := webFrameReader{resp.Body}.next()
+		ev := new(meshcastv1.RiderEvent)
+		if err != nil || flag != 0 || proto.Unmarshal(payload, ev) != nil || ev.GetSnapshot() == nil {
+			t.Fatalf("first frame %d %q %v", flag, payload, err)
+		}
+	})
+	t.Run("native grpc on the same connection", func(t *testing.T) {
+		req, _ := http.NewRequest("POST", ts.base+meshcastv1.RiderService_Watch_FullMethodName, bytes.NewReader(grpcWebFrame(msg)))
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.Header.Get("Content-Type") != "application/grpc" {
+			t.Fatalf("%s %d %v", resp.Proto, resp.StatusCode, resp.Header)
+		}
+		flag, payload, err := webFrameReader{resp.Body}.next() // the same 5-byte framing
+		ev := new(meshcastv1.RiderEvent)
+		if err != nil || flag != 0 || proto.Unmarshal(payload, ev) != nil || ev.GetSnapshot() == nil {
+			t.Fatalf("first message %d %q %v", flag, payload, err)
+		}
+	})
+}
+
+// TestSilentConnectionCounted: a connection that sends nothing is closed after the handshake
+// timeout and counted in meshcast_edge_stalled_total{reason="first_bytes"}.
+func TestSilentConnectionCounted(t *testing.T) {
+	ts, reg := stalledServer(t, Options{HandshakeTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("silent connection: %v, want closed by the server", err)
+	}
+	waitFor(t, func() bool { return counterValue(t, reg, "meshcast_edge_stalled_total", "first_bytes") == 1 })
+}
