@@ -89,8 +89,9 @@ func (p *proc) exitOutput(t *testing.T) string {
 // TestNoPasswordInLogs runs the built edge and bridge with the Redis password in the bus URL
 // (as the prod overlay does) against a real redis-server that requires it and a real mosquitto,
 // at the debug level, through start-up, serving, the bus going away under them (bus errors in
-// both) and the stop, plus start-ups that fail on the bus (wrong password, bus gone). The
-// password appears in no line either process prints; the redacted address does.
+// both) and the stop, plus start-ups that fail on the bus (wrong password, bus gone) or on a
+// broker URL with a password. The password appears in no line either process prints; the
+// redacted address does.
 func TestNoPasswordInLogs(t *testing.T) {
 	bin := buildMeshcast(t)
 	r := redistest.StartSingle(t)
@@ -160,6 +161,14 @@ func TestNoPasswordInLogs(t *testing.T) {
 	outputs = append(outputs, out)
 	if !strings.Contains(out, redacted+r.Addr) {
 		t.Errorf("bridge without its bus: want the redacted bus address in the error:\n%s", out)
+	}
+
+	// 5. A broker URL with a password and a wrong scheme: the error hides the password too.
+	badBroker := startProc(t, bin, "bridge", "-bus", "memory://", "-broker", "http://meshcast-bridge:brokerPW@127.0.0.1:1",
+		"-admin", "", "-log-level", "debug", "-log-format", "json")
+	out = badBroker.exitOutput(t)
+	if strings.Contains(out, "brokerPW") || !strings.Contains(out, "http://meshcast-bridge:xxxxx@127.0.0.1:1") {
+		t.Errorf("bridge with a bad broker URL: want it redacted in the error:\n%s", out)
 	}
 }
 

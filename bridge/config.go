@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/redact"
 	"github.com/meshcast/meshcast/core/telemetry"
 )
 
@@ -144,13 +145,13 @@ func (c Config) withDefaults() (Config, []*url.URL, error) {
 		u, err := url.Parse(strings.TrimSpace(b))
 		switch {
 		case err != nil || u.Host == "":
-			errs = append(errs, fmt.Errorf("bridge: broker URL %q: want scheme://host:port, e.g. mqtt://127.0.0.1:1883", b))
+			errs = append(errs, fmt.Errorf("bridge: broker URL %q: want scheme://host:port, e.g. mqtt://127.0.0.1:1883", redact.URL(b)))
 		default:
 			switch u.Scheme {
 			case "mqtt", "tcp", "mqtts", "ssl", "tls":
 				urls = append(urls, u)
 			default:
-				errs = append(errs, fmt.Errorf("bridge: broker URL %q: scheme %q is not one of mqtt, tcp, mqtts, ssl, tls", b, u.Scheme))
+				errs = append(errs, fmt.Errorf("bridge: broker URL %q: scheme %q is not one of mqtt, tcp, mqtts, ssl, tls", redact.URL(b), u.Scheme))
 			}
 		}
 	}
