@@ -616,3 +616,36 @@ func TestSilentConnectionCounted(t *testing.T) {
 	}
 	waitFor(t, func() bool { return counterValue(t, reg, "meshcast_edge_stalled_total", "first_bytes") == 1 })
 }
+
+// TestStalledGRPCWebBodyOverH2C: a gRPC-Web request over h2c whose body never completes is cut
+// within the bound too (its stream's read deadline), and the connection keeps serving.
+func TestStalledGRPCWebBodyOverH2C(t *testing.T) {
+	ts, reg := stalledServer(t, Options{HandshakeTimeout: 300 * time.Millisecond})
+	hc := h2cClient(t)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte{0, 0}) // 2 bytes of a 5-byte frame header, then nothing
+	req, _ := http.NewRequest("POST", ts.base+meshcastv1.RiderService_Watch_FullMethodName, pr)
+	req.Header.Set("Content-Type", "application/grpc-web+proto")
+	req.Header.Set("X-Grpc-Web", "1")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	st := headerStatus(resp.Header)
+	if st == nil {
+		flag, payload, err := webFrameReader{bytes.NewReader(body)}.next()
+		if err != nil || flag&0x80 == 0 || !errors.As(parseWebTrailers(payload), &st) {
+			t.Fatalf("%s %d %q: no status", resp.Proto, resp.StatusCode, body)
+		}
+	}
+	if resp.ProtoMajor != 2 || st.code != codes.DeadlineExceeded {
+		t.Fatalf("%s: %v %q, want DEADLINE_EXCEEDED", resp.Proto, st.code, st.msg)
+	}
+	if got := counterValue(t, reg, "meshcast_edge_stalled_total", "grpc_web_request"); got != 1 {
+		t.Fatalf("stalled{grpc_web_request} = %v", got)
+	}
+	waitStreams(t, ts.srv, 0)
+}
