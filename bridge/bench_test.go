@@ -48,7 +48,7 @@ func envInt(name string, def int) int {
 // MESHCAST_BENCH_PROFILE=file (CPU profile of the bridge, MESHCAST_BENCH_PROFILE_SECONDS long),
 // MESHCAST_BENCH_RATE (messages per second over all publishers instead of as fast as they can:
 // the bridge's CPU per message at a fleet's steady rate, e.g. 3,333 for 10,000 taxis at 3 s),
-// MESHCAST_BENCH_IDLE_SECONDS (first measure the idle CPU of the bridge, mosquitto and Redis for
+// MESHCAST_BENCH_BATCH_DELAY (bridge -bus-batch-delay), MESHCAST_BENCH_IDLE_SECONDS (first measure the idle CPU of the bridge, mosquitto and Redis for
 // that long, logged), MESHCAST_BENCH_BIN (the meshcast binary to run as the bridge instead of one built from this
 // tree: an A/B comparison of two builds, or a wrapper script that pins it to a core).
 //
@@ -122,6 +122,9 @@ func benchBridge(b *testing.B, backlog bool) {
 		}
 		if q := os.Getenv("MESHCAST_BENCH_QUEUE"); q != "" {
 			args = append(args, "-queue", q)
+		}
+		if d := os.Getenv("MESHCAST_BENCH_BATCH_DELAY"); d != "" {
+			args = append(args, "-bus-batch-delay", d)
 		}
 		if r := os.Getenv("MESHCAST_BENCH_RECEIVE_MAXIMUM"); r != "" {
 			args = append(args, "-receive-maximum", r)

@@ -110,6 +110,10 @@ type Config struct {
 	// redis+cluster://host:port,..., memory:// (see bus.Open). BusPrefix is the prefix of its
 	// keys and channels (default "mc"); the bus TTL is the Classifier's.
 	BusAddr, BusPrefix string
+	// BusBatchDelay, for the bus Run opens (Redis), is bus.Options.BatchDelay: 0 (default) sends
+	// an idle bucket's call at once; up to 2ms waits that long to send the calls of all idle
+	// buckets in one pipeline, less CPU under light load for a few ms more latency.
+	BusBatchDelay time.Duration
 	// Admin, for Run: the admin listener's address (/metrics, /healthz, /readyz,
 	// /debug/pprof/; keep it private). Empty: off.
 	Admin string
@@ -133,6 +137,9 @@ func (c Config) withDefaults() (Config, []*url.URL, error) {
 	var errs []error
 	if c.Bus == nil && c.BusAddr == "" {
 		errs = append(errs, errors.New("bridge: no bus (Config.Bus, or for Run Config.BusAddr)"))
+	}
+	if c.BusBatchDelay < 0 || c.BusBatchDelay > 2*time.Millisecond {
+		errs = append(errs, fmt.Errorf("bridge: bus batch delay %v outside 0-2ms", c.BusBatchDelay))
 	}
 	if c.BusPrefix == "" {
 		c.BusPrefix = "mc"

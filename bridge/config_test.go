@@ -40,6 +40,8 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		{"group", Config{Bus: mem, Group: "a/b"}, "share group"},
 		{"workers", Config{Bus: mem, Workers: -1}, "workers"},
 		{"queue", Config{Bus: mem, QueueSize: -3}, "queue size"},
+		{"bus batch delay", Config{Bus: mem, BusBatchDelay: 3 * time.Millisecond}, "bus batch delay"},
+		{"negative bus batch delay", Config{Bus: mem, BusBatchDelay: -time.Millisecond}, "bus batch delay"},
 		{"receive maximum", Config{Bus: mem, ReceiveMaximum: 70000}, "receive maximum"},
 		{"session expiry", Config{Bus: mem, SessionExpiry: time.Millisecond}, "session expiry"},
 		{"retry", Config{Bus: mem, RetryMin: time.Second, RetryMax: time.Millisecond}, "retry max"},
