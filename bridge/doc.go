@@ -21,7 +21,8 @@
 // Acknowledgements are manual (paho EnableManualAcknowledgment; paho sends the
 // PUBACKs in receive order). A message is acknowledged only when its result is
 // in the bus, or when it was rejected (undecodable, invalid, timestamp too far
-// in the future: counted by telemetry.Reason, logged at most once per
+// in the future or older than the TTL, e.g. in seconds: counted by
+// telemetry.Reason, logged at most once per
 // RejectLogInterval per reason, and dropped). A bus error is retried with
 // exponential backoff until it succeeds or the bridge stops; a message whose
 // result is not in the bus is never acknowledged. The session is persistent

@@ -163,6 +163,7 @@ func TestPipelineClassifiesAndRejects(t *testing.T) {
 		{"taxi/acme/v1/state", make([]byte, telemetry.MaxPayloadBytes+1), telemetry.ReasonOversized},
 		{"taxi/acme/v.1/state", tokyo, telemetry.ReasonBadTopic},
 		{"taxi/acme/v1/state", fixJSON(35.681236, 139.767125, baseMs+60_000, "vacant"), telemetry.ReasonFutureTimestamp},
+		{"taxi/acme/v1/state", fixJSON(35.681236, 139.767125, baseMs/1000, "vacant"), telemetry.ReasonStaleTimestamp}, // ts in seconds
 		{"taxi/acme/v1/state", fixJSON(35.681236, 139.767125, baseMs-500, "occupied"), ""},
 	}
 	for i, tt := range tests {

@@ -1,6 +1,8 @@
 package telemetry
 
 import (
+	"fmt"
+	"math"
 	"time"
 
 	"github.com/meshcast/meshcast/core/geofence"
@@ -43,7 +45,9 @@ type Result struct {
 
 // Classify classifies f at time nowMs (Unix ms), in the order of the package
 // documentation. It returns an [*Error] with Reason future_timestamp when
-// f.TS is more than MaxSkew after nowMs (Result then holds only Mesh). It
+// f.TS is more than MaxSkew after nowMs, and stale_timestamp when it is more
+// than TTL before (saying so when ts looks like seconds); Result then holds
+// only Mesh. It
 // does not allocate unless it returns an error, or the fix lies within a
 // degree outside the mesh domain (where mesh.Third builds an error).
 func (c *Classifier) Classify(f *Fix, nowMs int64) (Result, error) {
@@ -64,16 +68,15 @@ func (c *Classifier) Classify(f *Fix, nowMs int64) (Result, error) {
 		return r, errorf(ReasonFutureTimestamp, fieldTS, "%d is %d ms ahead of now (%d), more than the allowed skew of %d ms",
 			f.TS, f.TS-nowMs, nowMs, skew)
 	}
-	if f.Status != meshcastv1.VehicleStatus_VEHICLE_STATUS_VACANT {
-		r.Reason = meshcastv1.RemovalReason_REMOVAL_REASON_NOT_VACANT
-		return r, nil
-	}
 	ttl := c.TTL.Milliseconds()
 	if c.TTL == 0 {
 		ttl = DefaultTTL.Milliseconds()
 	}
 	if nowMs-f.TS > ttl {
-		r.Reason = meshcastv1.RemovalReason_REMOVAL_REASON_STALE
+		return r, staleError(f.TS, nowMs, ttl)
+	}
+	if f.Status != meshcastv1.VehicleStatus_VEHICLE_STATUS_VACANT {
+		r.Reason = meshcastv1.RemovalReason_REMOVAL_REASON_NOT_VACANT
 		return r, nil
 	}
 	if r.Mesh != 0 && c.Zones != nil {
@@ -89,6 +92,25 @@ func (c *Classifier) Classify(f *Fix, nowMs int64) (Result, error) {
 		r.Dispatchable = true
 	}
 	return r, nil
+}
+
+// staleError rejects a fix older than the TTL: it would never be shown (riders
+// only see fresh fixes), so it is dropped and counted instead of applied. A ts
+// that is a plausible time in seconds (a common terminal bug) is named.
+func staleError(ts, nowMs, ttl int64) *Error {
+	e := errorf(ReasonStaleTimestamp, fieldTS, "%d is %d ms before now (%d), older than the TTL of %d ms",
+		ts, nowMs-ts, nowMs, ttl)
+	if looksLikeSeconds(ts, nowMs) {
+		e.Msg += fmt.Sprintf(": ts looks like seconds, want Unix milliseconds (%d)", ts*1000)
+	}
+	return e
+}
+
+// looksLikeSeconds reports a ts that, read as Unix seconds, is within a year of
+// now.
+func looksLikeSeconds(ts, nowMs int64) bool {
+	const year = 366 * 24 * 3600 * 1000
+	return ts > 0 && ts < math.MaxInt64/1000 && ts*1000 > nowMs-year && ts*1000 < nowMs+year
 }
 
 // ToVehicle returns the public Vehicle for f in mesh m: id "fleet/vehicle",

@@ -28,7 +28,6 @@ func loadTokyo(tb testing.TB) *geofence.Set {
 
 const (
 	notVacant    = meshcastv1.RemovalReason_REMOVAL_REASON_NOT_VACANT
-	stale        = meshcastv1.RemovalReason_REMOVAL_REASON_STALE
 	outsideArea  = meshcastv1.RemovalReason_REMOVAL_REASON_OUTSIDE_SERVICE_AREA
 	inNoDispatch = meshcastv1.RemovalReason_REMOVAL_REASON_IN_NO_DISPATCH_ZONE
 	wards        = "Tokyo 23 wards"
@@ -84,10 +83,7 @@ func TestClassifyTokyo(t *testing.T) {
 		{"occupied", fixAt(tokyoStation, occupied, now), false, notVacant, 53394611, "", "", true},
 		{"dispatched", fixAt(tokyoStation, dispatched, now), false, notVacant, 53394611, "", "", true},
 		{"out of service", fixAt(tokyoStation, outOfSvc, now), false, notVacant, 53394611, "", "", true},
-		{"stale by 1 ms", fixAt(tokyoStation, vacant, now-10_001), false, stale, 53394611, "", "", true},
-		{"not vacant wins over stale and outside", fixAt(yokohama, occupied, now-60_000), false, notVacant, 53391531, "", "", true},
-		{"stale wins over in a no-dispatch zone", fixAt(hanedaAirport, vacant, now-60_000), false, stale, 53392662, "", "", true},
-		{"stale wins over outside the mesh domain", fixAt(nullIsland, vacant, now-60_000), false, stale, 0, "", "", true},
+		{"not vacant wins over outside", fixAt(yokohama, occupied, now), false, notVacant, 53391531, "", "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,6 +143,43 @@ func TestClassifyFuture(t *testing.T) {
 	}
 }
 
+// TestClassifyStale: a fix older than the TTL would never be shown: it is rejected
+// (stale_timestamp, whatever its status and place) instead of applied, and a ts in seconds
+// is named as such.
+func TestClassifyStale(t *testing.T) {
+	c := &Classifier{Zones: loadTokyo(t)}
+	tests := []struct {
+		name string
+		f    *Fix
+		want string
+	}{
+		{"stale by 1 ms", fixAt(tokyoStation, vacant, now-10_001),
+			`field "ts": 1732259990122 is 10001 ms before now (1732260000123), older than the TTL of 10000 ms`},
+		{"occupied, a minute old", fixAt(yokohama, occupied, now-60_000),
+			`field "ts": 1732259940123 is 60000 ms before now (1732260000123), older than the TTL of 10000 ms`},
+		{"outside the mesh domain", fixAt(nullIsland, vacant, now-60_000), "older than the TTL"},
+		{"ts in seconds", fixAt(tokyoStation, vacant, now/1000),
+			`field "ts": 1732260000 is 1730527740123 ms before now (1732260000123), older than the TTL of 10000 ms: ts looks like seconds, want Unix milliseconds (1732260000000)`},
+		{"ts in seconds, a month ago", fixAt(tokyoStation, vacant, now/1000-30*24*3600), "ts looks like seconds"},
+		{"ts 1 (not seconds of now)", fixAt(tokyoStation, vacant, 1), "older than the TTL of 10000 ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := c.Classify(tt.f, now)
+			var e *Error
+			if !errors.As(err, &e) || e.Reason != ReasonStaleTimestamp || e.Field != "ts" || r.Dispatchable {
+				t.Fatalf("Classify = %+v, %v; want a stale_timestamp error", r, err)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q\nwant %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "seconds") != strings.Contains(tt.want, "seconds") {
+				t.Fatalf("error %q: says seconds when it should not, or not when it should", err)
+			}
+		})
+	}
+}
+
 func TestClassifierSettings(t *testing.T) {
 	zones := loadTokyo(t)
 	tests := []struct {
@@ -154,22 +187,22 @@ func TestClassifierSettings(t *testing.T) {
 		c      Classifier
 		ts     int64
 		reason meshcastv1.RemovalReason
-		future bool
+		reject Reason
 	}{
-		{"TTL 3 s: 3 s old is fresh", Classifier{Zones: zones, TTL: 3 * time.Second}, now - 3_000, 0, false},
-		{"TTL 3 s: 3.001 s old is stale", Classifier{Zones: zones, TTL: 3 * time.Second}, now - 3_001, stale, false},
-		{"TTL 1 min", Classifier{Zones: zones, TTL: time.Minute}, now - 59_000, 0, false},
-		{"skew 10 s", Classifier{Zones: zones, MaxSkew: 10 * time.Second}, now + 10_000, 0, false},
-		{"skew 10 s exceeded", Classifier{Zones: zones, MaxSkew: 10 * time.Second}, now + 10_001, 0, true},
-		{"skew 1 ms", Classifier{Zones: zones, MaxSkew: time.Millisecond}, now + 2, 0, true},
-		{"no zones: nothing is in a service area", Classifier{}, now, outsideArea, false},
+		{"TTL 3 s: 3 s old is fresh", Classifier{Zones: zones, TTL: 3 * time.Second}, now - 3_000, 0, ""},
+		{"TTL 3 s: 3.001 s old is stale", Classifier{Zones: zones, TTL: 3 * time.Second}, now - 3_001, 0, ReasonStaleTimestamp},
+		{"TTL 1 min", Classifier{Zones: zones, TTL: time.Minute}, now - 59_000, 0, ""},
+		{"skew 10 s", Classifier{Zones: zones, MaxSkew: 10 * time.Second}, now + 10_000, 0, ""},
+		{"skew 10 s exceeded", Classifier{Zones: zones, MaxSkew: 10 * time.Second}, now + 10_001, 0, ReasonFutureTimestamp},
+		{"skew 1 ms", Classifier{Zones: zones, MaxSkew: time.Millisecond}, now + 2, 0, ReasonFutureTimestamp},
+		{"no zones: nothing is in a service area", Classifier{}, now, outsideArea, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r, err := tt.c.Classify(fixAt(tokyoStation, vacant, tt.ts), now)
-			if tt.future {
-				if ReasonOf(err) != ReasonFutureTimestamp {
-					t.Fatalf("Classify = %+v, %v; want future_timestamp", r, err)
+			if tt.reject != "" {
+				if ReasonOf(err) != tt.reject {
+					t.Fatalf("Classify = %+v, %v; want %s", r, err, tt.reject)
 				}
 				return
 			}
@@ -184,7 +217,7 @@ func TestClassifyAllocs(t *testing.T) {
 	c := &Classifier{Zones: loadTokyo(t)}
 	for _, f := range []*Fix{fixAt(tokyoStation, vacant, now), fixAt(marunouchiPool, vacant, now),
 		fixAt(yokohama, vacant, now), fixAt(nullIsland, vacant, now), fixAt(honolulu, vacant, now),
-		fixAt(tokyoStation, occupied, now), fixAt(tokyoStation, vacant, 1),
+		fixAt(tokyoStation, occupied, now),
 		{Lat: math.NaN(), Lon: math.NaN(), TS: now, Status: vacant}} {
 		if n := testing.AllocsPerRun(100, func() {
 			if _, err := c.Classify(f, now); err != nil {

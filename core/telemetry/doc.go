@@ -49,8 +49,10 @@
 // this order, the first failing check deciding the reason:
 //
 //  1. ts more than MaxSkew in the future: an error (future_timestamp), not a result;
-//  2. status is not vacant: NOT_VACANT;
-//  3. now - ts > TTL: STALE;
+//  2. now - ts > TTL: an error (stale_timestamp), not a result: such a fix would
+//     never be shown, so it is dropped and counted; the message says "ts looks
+//     like seconds" when ts read as Unix seconds is within a year of now;
+//  3. status is not vacant: NOT_VACANT;
 //  4. outside the JIS X 0410 mesh domain, or in no service-area zone: OUTSIDE_SERVICE_AREA;
 //  5. in a no-dispatch zone: IN_NO_DISPATCH_ZONE;
 //  6. otherwise dispatchable.

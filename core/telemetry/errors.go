@@ -21,6 +21,7 @@ const (
 	ReasonOutOfRange      Reason = "out_of_range"     // a number outside its allowed range
 	ReasonBadEnum         Reason = "bad_enum"         // status or class is not one of the allowed values
 	ReasonFutureTimestamp Reason = "future_timestamp" // ts further in the future than the allowed skew
+	ReasonStaleTimestamp  Reason = "stale_timestamp"  // ts older than the TTL (often: ts in seconds)
 
 	// ReasonUnknown is what [ReasonOf] returns for an error that does not
 	// come from this package. This package never produces it.
@@ -30,7 +31,7 @@ const (
 var allReasons = [...]Reason{
 	ReasonOversized, ReasonBadTopic, ReasonBadContentType, ReasonMalformed,
 	ReasonMissingField, ReasonDuplicateField, ReasonWrongType, ReasonOutOfRange,
-	ReasonBadEnum, ReasonFutureTimestamp,
+	ReasonBadEnum, ReasonFutureTimestamp, ReasonStaleTimestamp,
 }
 
 // Reasons returns every Reason this package produces, for example to
