@@ -99,6 +99,7 @@ Stops cleanly on Ctrl-C.`)
 	ec := edge.Defaults()
 	ec.Listen, ec.Admin, ec.TTL, ec.Logger = *listen, *admin, *ttl, logger
 	ec.SharedBus, ec.Pages = b, pages
+	ec.Bus = *busAddr // what the edge logs: the bus it really uses
 	// One process, nobody to reconnect to: Ctrl-C should not wait out a drain window.
 	ec.DrainWindow = 0
 	edgeUp := make(chan net.Addr, 1)
