@@ -38,6 +38,7 @@ Stops cleanly on Ctrl-C.`)
 	zonesFile := fs.String("zones", "", zonesUsage)
 	taxis := fs.Int("taxis", 1000, "simulated taxis (0: none; publish your own to taxi/<fleet>/<vehicle>/state)")
 	timeScale := fs.Float64("time-scale", 20, "divide the simulated status durations by this, for a lively map")
+	hotspots := fs.String("hotspots", "tokyo", "where the simulated taxis gather and drive to: tokyo (stations and busy districts of the 23 wards, weighted) or none (spread over the service area)")
 	seed := fs.Uint64("seed", 1, "simulator random seed")
 	ttl := fs.Duration("ttl", telemetry.DefaultTTL, "how long a fix keeps a vehicle shown")
 	admin := fs.String("admin", "127.0.0.1:9102", "edge admin listener: /metrics, /healthz, /readyz, /debug/pprof/ (empty: off)")
@@ -51,6 +52,10 @@ Stops cleanly on Ctrl-C.`)
 	}
 	if *taxis < 0 {
 		return fmt.Errorf("-taxis %d must not be negative", *taxis)
+	}
+	spots, err := sim.ParseHotspots(*hotspots)
+	if err != nil {
+		return err
 	}
 	zones, err := loadZones(*zonesFile)
 	if err != nil {
@@ -139,7 +144,7 @@ Stops cleanly on Ctrl-C.`)
 			wg.Wait()
 			return fmt.Errorf("simulator: %w", err)
 		}
-		s, err := sim.New(sim.Config{Zones: zones, Taxis: *taxis, Seed: *seed, TimeScale: *timeScale}, time.Now())
+		s, err := sim.New(sim.Config{Zones: zones, Taxis: *taxis, Seed: *seed, TimeScale: *timeScale, Hotspots: spots}, time.Now())
 		if err != nil {
 			cancel(err)
 			wg.Wait()
@@ -165,8 +170,8 @@ Stops cleanly on Ctrl-C.`)
   MQTT broker  %s  (publish to taxi/<fleet>/<vehicle>/state)
   bus          %s
   admin        %s
-  simulator    %d taxis in the service area of %s
-`, host, host, host, addr, mqttURL, redact.URL(*busAddr), orOff(*admin), *taxis, zonesName(*zonesFile))
+  simulator    %d taxis in the service area of %s, hotspots: %s
+`, host, host, host, addr, mqttURL, redact.URL(*busAddr), orOff(*admin), *taxis, zonesName(*zonesFile), *hotspots)
 
 	<-ctx.Done()
 	logger.Info("demo stopping")

@@ -34,6 +34,7 @@ by -record) instead.`)
 	fleet := fs.String("fleet", sim.DefaultFleet, "fleet names, comma-separated (taxis are assigned round-robin)")
 	zonesFile := fs.String("zones", "", zonesUsage)
 	timeScale := fs.Float64("time-scale", 1, "divide the status durations (minutes) by this, e.g. 30 for a lively demo")
+	hotspots := fs.String("hotspots", "none", "where the taxis gather and drive to: none (spread over the service area) or tokyo (stations and busy districts of the 23 wards, weighted)")
 	format := fs.String("format", "json", "payload format: json or proto")
 	conns := fs.Int("conns", 1, "MQTT connections")
 	inflight := fs.Int("inflight", 64, "concurrent QoS 1 publishes per connection")
@@ -50,6 +51,10 @@ by -record) instead.`)
 		return err
 	}
 	f, err := sim.ParseFormat(*format)
+	if err != nil {
+		return err
+	}
+	spots, err := sim.ParseHotspots(*hotspots)
 	if err != nil {
 		return err
 	}
@@ -78,7 +83,7 @@ by -record) instead.`)
 		err = simReplay(ctx, *replay, *rate, *retime, pub)
 	} else {
 		err = simDrive(ctx, pub, sim.Config{Taxis: *taxis, Fleets: splitCommaList(*fleet), Seed: *seed,
-			Interval: *interval, TimeScale: *timeScale, Format: f}, *rate, *zonesFile, *record)
+			Interval: *interval, TimeScale: *timeScale, Format: f, Hotspots: spots}, *rate, *zonesFile, *record)
 	}
 	stopStats()
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -78,6 +78,13 @@ type Config struct {
 	LeaveProb float64
 	// Format of the payloads. Default JSON.
 	Format Format
+	// Hotspots, when set, concentrate the fleet where riders are: HotspotShare of the taxis
+	// (default 0.8) start around a hotspot chosen by weight, each of them cruises around its
+	// hotspot (heading back when it strays beyond 2.5 radii), and an occupied trip takes it to
+	// another hotspot chosen by weight. The others drive anywhere, as without hotspots.
+	// Hotspots whose centre is outside every service area are ignored.
+	Hotspots     []Hotspot
+	HotspotShare float64
 }
 
 // Status values as spelled in the JSON payload.
@@ -106,6 +113,7 @@ type Sim struct {
 	interval float64 // seconds
 	next     int64   // the fleet's next report (see dueAt)
 	poolProb float64 // per report, for a vacant taxi: head for the nearest no-dispatch zone
+	spots    spots
 	buf      []byte
 }
 
@@ -125,6 +133,8 @@ type taxi struct {
 	returning      bool    // heading back into the service area
 	target         [2]float64
 	toPool         bool    // heading for a no-dispatch zone
+	home           int     // index of the taxi's hotspot, -1: none
+	toSpot         bool    // heading for a point of its hotspot
 	waiting        float64 // seconds left waiting in a pool
 	reports        int64   // reports emitted
 	lastTS         int64
@@ -170,6 +180,12 @@ func New(cfg Config, start time.Time) (*Sim, error) {
 	if cfg.LeaveProb > 1 {
 		return nil, fmt.Errorf("sim: leave probability %v above 1", cfg.LeaveProb)
 	}
+	if cfg.HotspotShare == 0 {
+		cfg.HotspotShare = 0.8
+	}
+	if !(cfg.HotspotShare > 0 && cfg.HotspotShare <= 1) {
+		return nil, fmt.Errorf("sim: hotspot share %v: want (0, 1]", cfg.HotspotShare)
+	}
 	s := &Sim{cfg: cfg, start: start, interval: cfg.Interval.Seconds()}
 	// About one pool visit per taxi per two hours of vacancy, whatever the interval.
 	s.poolProb = s.interval / 7200 * cfg.TimeScale
@@ -191,15 +207,25 @@ func New(cfg Config, start time.Time) (*Sim, error) {
 	if first {
 		return nil, errors.New("sim: the zones have no service area")
 	}
+	if err := s.initSpots(cfg.Hotspots); err != nil {
+		return nil, err
+	}
 	s.taxis = make([]*taxi, cfg.Taxis)
 	width := len(strconv.Itoa(max(cfg.Taxis-1, 0)))
 	for i := range s.taxis {
-		t := &taxi{idx: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)))}
+		t := &taxi{idx: i, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i))), home: -1}
 		t.topic = fmt.Sprintf("taxi/%s/t%0*d/state", cfg.Fleets[i%len(cfg.Fleets)], width, i)
 		c := t.rng.Float64()
 		for t.class = 0; c > classes[t.class].cum; t.class++ {
 		}
-		p, err := s.randomInside(t.rng)
+		var p [2]float64
+		var err error
+		if len(s.spots.list) > 0 && t.rng.Float64() < cfg.HotspotShare {
+			t.home = s.spots.pick(t.rng)
+			p, err = s.nearSpot(t.rng, t.home)
+		} else {
+			p, err = s.randomInside(t.rng)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -293,10 +319,19 @@ func (s *Sim) advance(t *taxi) {
 		}
 		return
 	}
+	// A hotspot's taxi that strayed heads back to a point of its hotspot.
+	if t.home >= 0 && !t.toSpot && !t.toPool && !t.returning && t.outside <= 0 {
+		h := s.spots.list[t.home]
+		if distanceM(t.lat, t.lon, h.Lat, h.Lon) > 2.5*h.RadiusM {
+			if p, err := s.nearSpot(t.rng, t.home); err == nil {
+				t.toSpot, t.target = true, p
+			}
+		}
+	}
 	// Speed: a bounded random walk.
 	t.speed = clamp(t.speed+(t.rng.Float64()*2-1)*5, s.cfg.SpeedMin, s.cfg.SpeedMax)
 	switch {
-	case t.returning || t.toPool:
+	case t.returning || t.toPool || t.toSpot:
 		t.heading = bearing(t.lat, t.lon, t.target[0], t.target[1]) + (t.rng.Float64()*2-1)*10
 	case t.rng.Float64() < 0.125:
 		if t.rng.IntN(2) == 0 {
@@ -309,14 +344,14 @@ func (s *Sim) advance(t *taxi) {
 	}
 	t.heading = math.Mod(t.heading+360, 360)
 	step := t.speed / 3.6 * dt // metres
-	if t.toPool || t.returning {
+	if t.toPool || t.returning || t.toSpot {
 		if d := distanceM(t.lat, t.lon, t.target[0], t.target[1]); d <= step {
 			t.lat, t.lon = t.target[0], t.target[1]
 			if t.toPool {
 				t.toPool = false
 				t.waiting = (3 + t.rng.Float64()*7) * 60 / s.cfg.TimeScale
 			}
-			t.returning = false
+			t.returning, t.toSpot = false, false
 			return
 		}
 	}
@@ -327,8 +362,8 @@ func (s *Sim) advance(t *taxi) {
 		if t.outside > 0 || t.returning {
 			t.outside, t.returning = 0, false
 		}
-	case t.returning:
-		// keep driving towards the target
+	case t.returning || t.toSpot:
+		// keep driving towards the target (a trip may cross the bay)
 	case t.outside > 0:
 		t.outside -= dt
 		if t.outside <= 0 {
@@ -359,6 +394,12 @@ func (s *Sim) updateStatus(t *taxi, dt float64) {
 			t.toPool, t.waiting = false, 0
 		case Dispatched:
 			t.status, t.statusLeft = Occupied, s.occupiedFor(t.rng)
+			if t.home >= 0 { // the rider's trip ends at another hotspot
+				t.home = s.spots.pick(t.rng)
+				if p, err := s.nearSpot(t.rng, t.home); err == nil {
+					t.toSpot, t.target, t.toPool, t.waiting = true, p, false, 0
+				}
+			}
 		default: // occupied, out_of_service
 			t.status, t.statusLeft = Vacant, s.vacantFor(t.rng)
 		}
