@@ -85,6 +85,9 @@ type Config struct {
 	// connection after KeepaliveTime, close it when the answer takes longer than
 	// KeepaliveTimeout; clients may ping at most every KeepaliveMinTime.
 	KeepaliveTime, KeepaliveTimeout, KeepaliveMinTime time.Duration
+	// Reflection serves the gRPC reflection service on the rider port (grpcurl); turn it off on a
+	// public production endpoint.
+	Reflection bool
 	// ShutdownTimeout bounds the graceful stop after the drain: streams end, then the servers
 	// stop; whatever is left afterwards is closed.
 	ShutdownTimeout time.Duration
@@ -155,6 +158,7 @@ func Defaults() Config {
 		KeepaliveTime:    30 * time.Second,
 		KeepaliveTimeout: 20 * time.Second,
 		KeepaliveMinTime: 10 * time.Second,
+		Reflection:       true,
 		ShutdownTimeout:  15 * time.Second,
 		AuthLeeway:       30 * time.Second,
 		MaxConnAge:       15 * time.Minute,
@@ -191,6 +195,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.KeepaliveTime, "keepalive-time", c.KeepaliveTime, "ping an idle gRPC connection after this long")
 	fs.DurationVar(&c.KeepaliveTimeout, "keepalive-timeout", c.KeepaliveTimeout, "close a gRPC connection whose ping is not answered within this")
 	fs.DurationVar(&c.KeepaliveMinTime, "keepalive-min-time", c.KeepaliveMinTime, "shortest ping interval allowed to gRPC clients")
+	fs.BoolVar(&c.Reflection, "reflection", c.Reflection, "serve the gRPC reflection service on the rider port (grpcurl); false on a public production endpoint")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "bound of the graceful stop after the drain")
 	fs.StringVar(&c.AuthKeyFile, "auth-key-file", c.AuthKeyFile, "rider JWT keys: PEM public keys (RS256, ES256) or an HMAC secret (HS256); reloaded on change")
 	fs.StringVar(&c.AuthJWKSFile, "auth-jwks-file", c.AuthJWKSFile, "rider JWT keys as a JWKS file (instead of -auth-key-file); reloaded on change")
@@ -374,6 +379,7 @@ func (c Config) transportOptions(logger *slog.Logger) transport.Options {
 		KeepaliveTime:    c.KeepaliveTime,
 		KeepaliveTimeout: c.KeepaliveTimeout,
 		KeepaliveMinTime: c.KeepaliveMinTime,
+		NoReflection:     !c.Reflection,
 		Logger:           logger,
 		Fallback:         c.Pages,
 

@@ -159,6 +159,7 @@ var Rules = []Rule{
 	{"session-expiry", "the bridges' broker session expires soon after a scale-in (<= 3 x TTL), in the bridge and in EMQX", ruleSessionExpiry},
 	{"emqx-inflight", "EMQX's max_inflight is at least the bridge's Receive Maximum", ruleEMQXInflight},
 	{"zone-spread", "every workload spreads over zones", ruleZoneSpread},
+	{"prod-no-reflection", "prod: the edges do not serve gRPC reflection to the public", ruleNoReflection},
 	{"redis-memory", "Redis: maxmemory + the edges' pub/sub output buffers fit the memory limit, request = limit", ruleRedisMemory},
 }
 
@@ -1168,4 +1169,14 @@ func redisBytes(s string) (int64, error) {
 	n, err := strconv.ParseInt(m[1], 10, 64)
 	mult := map[string]int64{"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 * 1000, "mb": 1 << 20, "g": 1000 * 1000 * 1000, "gb": 1 << 30}[strings.ToLower(m[2])]
 	return n * mult, err
+}
+
+func ruleNoReflection(b *Bundle) (bad []string) {
+	if b.Overlay != "prod" {
+		return nil
+	}
+	if v := b.edgeEnv()["MESHCAST_REFLECTION"]; v != "false" {
+		bad = append(bad, fmt.Sprintf("MESHCAST_REFLECTION=%q: the public endpoint serves gRPC reflection (want false)", v))
+	}
+	return bad
 }

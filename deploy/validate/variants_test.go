@@ -252,6 +252,9 @@ var brokenVariants = []brokenVariant{
 		s := &edgeDeployment(t, b).Spec.Template.Spec
 		s.TopologySpreadConstraints = s.TopologySpreadConstraints[1:]
 	}},
+	{"prod-no-reflection", "prod edges with reflection (the default)", func(t *testing.T, b *Bundle) {
+		delete(b.configMap("meshcast-edge").Data, "MESHCAST_REFLECTION")
+	}},
 	{"redis-memory", "pubsub 64mb for 80 edges (the old limit)", func(t *testing.T, b *Bundle) {
 		mustContain(t, b.Redis.Redis.Configmap, "pubsub 16mb")
 		b.Redis.Redis.Configmap = strings.Replace(b.Redis.Redis.Configmap, "pubsub 16mb", "pubsub 64mb", 1)

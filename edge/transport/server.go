@@ -100,6 +100,9 @@ type Options struct {
 	// (the riders a proxy multiplexes on one upstream connection) are never cut together
 	// before their own age; a shorter grace closes the connection with its young streams.
 	MaxConnAge, MaxConnAgeGrace time.Duration
+	// NoReflection leaves out the gRPC reflection service (grpcurl's discovery), which a public
+	// production endpoint need not offer. Default: served.
+	NoReflection bool
 	// HTTPMiddleware wraps the HTTP handler (gRPC-Web, WebSocket, SSE, Fallback): the process's
 	// request id, access log, metrics and recovery (core/ops). Nil: none.
 	HTTPMiddleware func(http.Handler) http.Handler
@@ -272,7 +275,9 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 	s.health = health.NewServer()
 	s.health.SetServingStatus(meshcastv1.RiderService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	if !o.NoReflection {
+		reflection.Register(s.grpc)
+	}
 
 	s.web = grpcweb.WrapServer(s.grpc,
 		grpcweb.WithOriginFunc(s.originAllowed),
