@@ -179,6 +179,19 @@ type webRequest struct {
 	*firstRequest
 	rc  *http.ResponseController
 	eof atomic.Bool // the body was read to its end
+
+	mu       sync.Mutex
+	released bool // ServeHTTP returned: the ResponseWriter must not be used any more
+}
+
+// failReads passes the body's read deadline, unless the request is over: a stream's handler may
+// outlive ServeHTTP (the client went away), and the ResponseWriter is not usable after it.
+func (wr *webRequest) failReads() {
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	if !wr.released {
+		wr.rc.SetReadDeadline(time.Now())
+	}
 }
 
 // webFirstRequest starts the bound of a gRPC-Web request: to the end of its body over HTTP, to
@@ -194,7 +207,7 @@ func (s *Server) webFirstRequest(w http.ResponseWriter, r *http.Request, websock
 		ctx = withConn(ctx, nil)
 	}
 	wr := &webRequest{rc: rc}
-	cut := func() { rc.SetReadDeadline(time.Now()) }
+	cut := wr.failReads
 	if websocket {
 		cut = cancel
 	} else if r.ProtoMajor == 1 {
@@ -213,6 +226,9 @@ func (s *Server) webFirstRequest(w http.ResponseWriter, r *http.Request, websock
 		r.Body = &webBody{ReadCloser: r.Body, wr: wr}
 	}
 	return r.WithContext(ctx), func() {
+		wr.mu.Lock()
+		wr.released = true
+		wr.mu.Unlock()
 		wr.stop()
 		stopProp()
 		cancel()
@@ -232,7 +248,7 @@ func (wr *webRequest) abandon() {
 	}
 	wr.stop()
 	wr.cutting.Store(true)
-	wr.rc.SetReadDeadline(time.Now())
+	wr.failReads()
 }
 
 // webBody ends the bound of a gRPC-Web request at the end of its body.
