@@ -179,8 +179,10 @@ func benchBridge(b *testing.B, backlog bool) {
 		cpu0 := sampleCPU(b, 0, broker.PID())
 		cmd0 := redisCommands(b)
 		var io0 [2]int64
+		var cs0 int64
 		if !backlog {
 			io0 = procSyscalls(proc.cmd.Process.Pid)
+			cs0 = procSwitches(proc.cmd.Process.Pid)
 		}
 		load0 := loadAvg()
 		start := time.Now()
@@ -210,6 +212,7 @@ func benchBridge(b *testing.B, backlog bool) {
 		cpu1 := sampleCPU(b, proc.cmd.Process.Pid, broker.PID())
 		cmd1 := redisCommands(b)
 		io1 := procSyscalls(proc.cmd.Process.Pid)
+		cs1 := procSwitches(proc.cmd.Process.Pid)
 		lat := scrapeHistogram(proc.admin, "meshcast_bridge_processing_seconds")
 		per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(m) }
 		b.ReportMetric(float64(m)/el.Seconds(), "msgs/s")
@@ -224,6 +227,7 @@ func benchBridge(b *testing.B, backlog bool) {
 		b.ReportMetric(float64(cmd1.usec-cmd0.usec)/float64(m), "redis-script-µs/msg")
 		b.ReportMetric(float64(io1[0]-io0[0])/float64(m), "bridge-reads/msg")
 		b.ReportMetric(float64(io1[1]-io0[1])/float64(m), "bridge-writes/msg")
+		b.ReportMetric(float64(cs1-cs0)/float64(m), "bridge-switches/msg")
 		for _, q := range []float64{0.5, 0.99, 0.999} {
 			b.ReportMetric(lat.quantile(q)*1000, fmt.Sprintf("p%g-ms", q*100))
 		}
@@ -466,4 +470,29 @@ func procSyscalls(pid int) (rw [2]int64) {
 		}
 	}
 	return rw
+}
+
+// procSwitches returns the context switches of every thread of a process so far (voluntary: it
+// went to sleep, which is what waking up costs; and involuntary), from /proc/<pid>/task/*/status.
+func procSwitches(pid int) int64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			for _, k := range []string{"voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"} {
+				if v, ok := strings.CutPrefix(l, k); ok {
+					x, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					n += x
+				}
+			}
+		}
+	}
+	return n
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -395,7 +397,14 @@ func conformance(t *testing.T, be backend) {
 			}
 			return fix("f/v", mC, t0+int64(k), false, meshcastv1.RemovalReason_REMOVAL_REASON_NOT_VACANT)
 		}
-		order := rand.Perm(n)
+		// Any order must do; the seed is logged so that a failing order can be replayed
+		// (BUS_TEST_SEED=<seed>).
+		seed := uint64(time.Now().UnixNano())
+		if v, err := strconv.ParseUint(os.Getenv("BUS_TEST_SEED"), 10, 64); err == nil {
+			seed = v
+		}
+		t.Logf("order seed %d", seed)
+		order := rand.New(rand.NewPCG(seed, 0)).Perm(n)
 		const workers = 12
 		var wg sync.WaitGroup
 		var mu sync.Mutex
