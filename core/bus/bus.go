@@ -111,8 +111,8 @@ type Options struct {
 	// one pipeline (a round; see "Batching" in the package doc). It trades latency for CPU under
 	// light load: each step of Apply (compare-and-set, mesh write) waits up to this long plus
 	// the round in flight, and Go's timers sleep at least ~1ms in an idle process, so an Apply
-	// waits 2-4ms more. Measured at 3,333 fixes/s with 1ms: 10-20% less bridge and Redis CPU per
-	// fix, p50 from ~1 to ~4-5ms (BENCHMARKS.md). Default 0: no rounds, an idle bucket sends at
+	// waits 2-4ms more. Measured at 3,333 fixes/s with 1ms: ~10% less bridge and 20-25% less Redis
+	// CPU per fix, bridge processing p50 from ~1 to 4-5ms (BENCHMARKS.md). Default 0: no rounds, an idle bucket sends at
 	// once.
 	BatchDelay time.Duration
 	// KeyPrefix is the first part of every Redis key and channel. Default "mc". Buses with

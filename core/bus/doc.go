@@ -74,9 +74,10 @@
 // An Apply is two steps: the compare-and-set on its vehicle's bucket, then the mesh writes of the
 // transition (the removal first, then the upsert) on their meshes' buckets. Each bucket has a
 // batcher: while a script call of the bucket is in flight, the requests of other goroutines queue,
-// and when it returns they go out together as the next call (up to 128 items). There is no timer
-// and no goroutine per request: alone, a request goes out at once; under load the batches grow
-// with the number of concurrent Apply calls (unless Options.BatchDelay is set, below). Every caller waits for its own item's result, so
+// and when it returns they go out together as the next call (up to 128 items). By default there
+// is no timer and no goroutine per request: alone, a request goes out at once; under load the
+// batches grow with the number of concurrent Apply calls (Options.BatchDelay changes the first
+// part, below). Every caller waits for its own item's result, so
 // Apply stays synchronous (a bridge can acknowledge a fix once Apply returns); an error of a call
 // reaches every caller of its batch, and a caller whose context ends returns at once without
 // failing the others (an item still queued is then dropped, one already sent completes).
@@ -109,8 +110,8 @@
 // the calls of every bucket in the round go out in one pipeline (one DoMulti: one write and one
 // read per Redis connection). Requests keep their order per bucket and their per-caller results;
 // a bucket that stays busy sends outside the rounds. Go's timers sleep at least ~1ms in an idle
-// process, so each step waits 1-2ms more: measured at 3,333 fixes/s, 10-25% less CPU per fix in
-// the bridge and in Redis for a median Apply ~4ms slower (BENCHMARKS.md). The time each step waited
+// process, so each step waits 1-2ms more: measured at 3,333 fixes/s, ~10% less CPU per fix in the
+// bridge and 20-25% less in Redis for a median fix 3-4ms slower (BENCHMARKS.md). The time each step waited
 // in its bucket's queue is meshcast_bus_batch_wait_seconds.
 //
 // # Subscriptions over Redis
