@@ -68,7 +68,7 @@ type Options struct {
 	// SSERetry is the reconnect delay suggested to EventSource clients (the retry: field).
 	// Default 2s.
 	SSERetry time.Duration
-	// MaxMessageBytes limits one client message: a WebSocket frame (1009 when over) or a gRPC
+	// MaxMessageBytes limits one client message: a WebSocket frame (1008 when over) or a gRPC
 	// request (RESOURCE_EXHAUSTED). Default 4096.
 	MaxMessageBytes int
 	// KeepaliveTime is how long a gRPC connection may be idle before the server pings it, and
@@ -191,8 +191,8 @@ func MinConnAgeGrace(maxAge, writeTimeout time.Duration) time.Duration {
 }
 
 // Server serves the rider stream on one listener: native gRPC (HTTP/2 with prior knowledge)
-// and, on HTTP/1.x, gRPC-Web, WebSocket and SSE. Create it with New, run it with Serve, stop it
-// with Shutdown.
+// and gRPC-Web, WebSocket and SSE (HTTP/1.x; gRPC-Web and SSE also over h2c, see h2route).
+// Create it with New, run it with Serve, stop it with Shutdown.
 type Server struct {
 	o      Options
 	hub    *hub.Hub
@@ -425,8 +425,9 @@ func (s *Server) untrackConn(key any) {
 	s.mu.Unlock()
 }
 
-// ServeHTTP routes an HTTP/1.x request: gRPC-Web (including its CORS preflight and websocket
-// transport) first, then the WebSocket and SSE paths.
+// ServeHTTP routes an HTTP request: native gRPC on an h2c connection that began with another
+// request, gRPC-Web (including its CORS preflight and websocket transport), then the WebSocket
+// and SSE paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case s.web.IsGrpcWebSocketRequest(r):
