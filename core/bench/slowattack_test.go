@@ -410,5 +410,4 @@ func TestBadInputSlowAttackers(t *testing.T) {
 		notes: fmt.Sprintf("%d stalled gRPC-Web bodies + %d stalled HTTP/2 streams cut within %v (last after %v, %v); edge goroutines %.0f/%.0f/%.0f, RSS %s/%s/%s before/peak/after; normal p99 %v quiet, at most %v during (worst of 3 windows)",
 			stalledWebBodies, stalledH2Streams, attackBound, webMax.Round(time.Millisecond), h2Max.Round(time.Millisecond),
 			before.goroutines, peak.goroutines, after.goroutines, mib(before.rss), mib(peak.rss), mib(after.rss), quietP99, max(openP99, holdP99, attackP99))})
-	_ = q0
 }
