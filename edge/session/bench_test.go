@@ -95,11 +95,16 @@ func benchFanout(b *testing.B, n int, read bool) {
 
 // BenchmarkSessionNext measures one rider's own work: one op = events handed over by the hub
 // (pre-built, shared entries, as after the hub's encode-once) and returned by Next as frames in
-// both wire formats: one event per Next (batch=1) or 64 events of 64 vehicles per Next (batch=64).
-// ns/delivery is per frame.
+// both wire formats (enc=both, Next), or encoded once into a reused buffer in one format
+// (enc=json, enc=proto: NextBatch, as the transports do): one event per call (batch=1) or 64
+// events of 64 vehicles per call (batch=64). ns/delivery is per frame.
 func BenchmarkSessionNext(b *testing.B) {
-	for _, batch := range []int{1, 64} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+	for _, c := range []struct {
+		batch int
+		enc   string
+	}{{1, "both"}, {1, "json"}, {1, "proto"}, {64, "both"}, {64, "json"}, {64, "proto"}} {
+		batch := c.batch
+		b.Run(fmt.Sprintf("batch=%d/enc=%s", batch, c.enc), func(b *testing.B) {
 			e := newEnv(b)
 			ctx := context.Background()
 			o := e.o
@@ -125,6 +130,8 @@ func BenchmarkSessionNext(b *testing.B) {
 				evs[i] = &hub.Event{Mesh: mB, ID: en.ID, ObservedAtMs: en.ObservedAtMs, Upsert: en}
 			}
 			frames := make([]Frame, 0, 64)
+			buf := make([]byte, 0, 64<<10)
+			f := lengthFraming{c.enc == "json"}
 			var meter allocMeter
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -133,9 +140,16 @@ func BenchmarkSessionNext(b *testing.B) {
 				for j := range batch {
 					s.w.Deliver(evs[(i*batch+j)%128])
 				}
-				fs, err := s.Next(ctx, frames[:0])
-				if err != nil || len(fs) != batch {
-					b.Fatalf("Next = %d frames, %v", len(fs), err)
+				if c.enc == "both" {
+					fs, err := s.Next(ctx, frames[:0])
+					if err != nil || len(fs) != batch {
+						b.Fatalf("Next = %d frames, %v", len(fs), err)
+					}
+					continue
+				}
+				_, bt, err := s.NextBatch(ctx, buf[:0], f)
+				if err != nil || bt.Events != batch {
+					b.Fatalf("NextBatch = %d events, %v", bt.Events, err)
 				}
 			}
 			b.StopTimer()
