@@ -186,7 +186,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.WriteDelay, "write-delay", c.WriteDelay, "hold a rider's updates this long after the first so that those arriving meanwhile leave in one write (latest per vehicle); 0: at once")
 	fs.Var((*commaList)(&c.AllowedOrigins), "allowed-origins", `browser origins allowed cross-origin, comma-separated patterns such as "https://*.example.com" ("*": any)`)
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "bound of each write to a WebSocket, SSE or gRPC-Web client, and of a native gRPC send blocked by flow control (a slow client is cut)")
-	fs.IntVar(&c.SendBuffer, "send-buffer", c.SendBuffer, "bytes a WebSocket, SSE or gRPC-Web rider's socket may hold unread by the client before the rider is cut as too slow (4008); also its SO_SNDBUF; 0: off")
+	fs.IntVar(&c.SendBuffer, "send-buffer", c.SendBuffer, "bytes a WebSocket, SSE or gRPC-Web rider's socket may hold unread by the client: past it writes wait, and a rider that acknowledges nothing for -write-timeout meanwhile is cut as too slow (4008); also its SO_SNDBUF; 0: off")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", c.HandshakeTimeout, "bound of a new connection's first bytes and request headers, and of a gRPC or gRPC-Web stream's request message (stalled ones are cut)")
 	fs.IntVar(&c.MaxStreamsPerConn, "max-streams-per-conn", c.MaxStreamsPerConn, "most concurrent streams of one HTTP/2 connection (native gRPC and h2c)")
 	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request headers (HTTP) and metadata (gRPC) of one request")

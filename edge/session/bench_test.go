@@ -147,7 +147,7 @@ func BenchmarkSessionNext(b *testing.B) {
 					}
 					continue
 				}
-				_, bt, err := s.NextBatch(ctx, buf[:0], f)
+				_, bt, err := s.NextBatch(ctx, f, func() []byte { return buf[:0] })
 				if err != nil || bt.Events != batch {
 					b.Fatalf("NextBatch = %d events, %v", bt.Events, err)
 				}

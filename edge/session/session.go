@@ -599,13 +599,18 @@ func (s *Session) cut() {
 }
 
 // NextBatch blocks until at least one event is ready (or the heartbeat is due), then appends up
-// to MaxBatch events to b, each encoded once in f's encoding and framed by f, and returns the
-// buffer and what it holds. It returns ErrTooSlow once the rider was cut, ErrClosed after Close,
-// ctx.Err() when ctx ends, or the error of a failed Move (b unchanged). NextBatch must not be
-// called concurrently with itself or Next.
-func (s *Session) NextBatch(ctx context.Context, b []byte, f Framing) ([]byte, Batch, error) {
-	var bt Batch
+// to MaxBatch events to the buffer buf returns, each encoded once in f's encoding and framed by
+// f, and returns that buffer and what it holds. buf is called only once a batch is ready (a
+// pool's Get: a waiting rider holds no buffer). It returns ErrTooSlow once the rider was cut,
+// ErrClosed after Close, ctx.Err() when ctx ends, or the error of a failed Move (then buf was not
+// called). NextBatch must not be called concurrently with itself or Next.
+func (s *Session) NextBatch(ctx context.Context, f Framing, buf func() []byte) ([]byte, Batch, error) {
+	var (
+		bt Batch
+		b  []byte
+	)
 	err := s.next(ctx, func(now time.Time) {
+		b = buf()
 		json := f.JSON()
 		nowMs := now.UnixMilli()
 		s.observed = s.observed[:0]

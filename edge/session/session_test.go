@@ -474,7 +474,7 @@ func TestNextBatch(t *testing.T) {
 		ctx := context.Background()
 		check := func(prefix string) {
 			t.Helper()
-			buf, bt, err := a.NextBatch(ctx, []byte(prefix), lengthFraming{js})
+			buf, bt, err := a.NextBatch(ctx, lengthFraming{js}, func() []byte { return []byte(prefix) })
 			if err != nil {
 				t.Fatal(err)
 			}

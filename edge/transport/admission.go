@@ -108,6 +108,7 @@ type stream struct {
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
 	age       *time.Timer
+	drain     *time.Timer // its drain moment (guarded by s.mu)
 	transport string
 	ip        netip.Addr
 	rider     string
@@ -129,6 +130,9 @@ func (st *stream) end(err error) {
 		st.cancel(context.Canceled)
 		s := st.s
 		s.mu.Lock()
+		if st.drain != nil {
+			st.drain.Stop() // a stream gone before its drain moment holds no timer
+		}
 		sess := st.sess
 		delete(s.live, st)
 		if st.ip.IsValid() {
@@ -352,7 +356,14 @@ func (s *Server) Drain(window time.Duration) {
 			st.cancel(errDrainEnd)
 			continue
 		}
-		time.AfterFunc(rand.N(window), func() { st.cancel(errDrainEnd) })
+		t := time.AfterFunc(rand.N(window), func() { st.cancel(errDrainEnd) })
+		s.mu.Lock()
+		if _, ok := s.live[st]; ok {
+			st.drain = t
+		} else {
+			t.Stop() // it ended meanwhile
+		}
+		s.mu.Unlock()
 	}
 }
 

@@ -3,9 +3,6 @@ package transport
 import (
 	"net/netip"
 	"testing"
-
-	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
-	"google.golang.org/protobuf/proto"
 )
 
 // FuzzClientIP: any X-Forwarded-For and peer address give a valid address or none, never a
@@ -25,35 +22,17 @@ func FuzzClientIP(f *testing.F) {
 	})
 }
 
-// FuzzObservedAtMs: any bytes decode without panicking; an encoded upsert gives its time back.
-func FuzzObservedAtMs(f *testing.F) {
-	good, _ := proto.Marshal(&meshcastv1.RiderEvent{Seq: 3, Kind: &meshcastv1.RiderEvent_Upsert{
-		Upsert: &meshcastv1.Vehicle{Id: "a/1", ObservedAtMs: 1764000000000}}})
-	f.Add(good)
-	f.Add([]byte{})
-	f.Add([]byte{0x5a, 0xff})
+// FuzzCompleteFrames: any bytes are measured without panicking, to a prefix of whole frames
+// that measures the same again.
+func FuzzCompleteFrames(f *testing.F) {
+	f.Add([]byte{0x81, 0x02, 'h', 'i', 0x88, 0x00})
+	f.Add([]byte{0x82, 126, 0x01, 0x00})
+	f.Add([]byte{0x82, 127, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0x81, 0x85, 1, 2, 3, 4, 'h'})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ms, ok := observedAtMs(b)
-		ev := new(meshcastv1.RiderEvent)
-		if ok && proto.Unmarshal(b, ev) == nil && ev.GetUpsert() != nil && ev.GetUpsert().GetObservedAtMs() != ms {
-			t.Fatalf("observedAtMs = %d, proto says %d", ms, ev.GetUpsert().GetObservedAtMs())
+		n := completeFrames(b)
+		if n < 0 || n > len(b) || completeFrames(b[:n]) != n {
+			t.Fatalf("completeFrames(%x) = %d", b, n)
 		}
 	})
-}
-
-func TestObservedAtMs(t *testing.T) {
-	for _, tc := range []struct {
-		ev   *meshcastv1.RiderEvent
-		want int64
-		ok   bool
-	}{
-		{&meshcastv1.RiderEvent{Seq: 1, Kind: &meshcastv1.RiderEvent_Upsert{Upsert: &meshcastv1.Vehicle{Id: "x", Lat: 35, ObservedAtMs: 42}}}, 42, true},
-		{&meshcastv1.RiderEvent{Seq: 1, Kind: &meshcastv1.RiderEvent_Upsert{Upsert: &meshcastv1.Vehicle{Id: "x"}}}, 0, false},
-		{&meshcastv1.RiderEvent{Seq: 1, Kind: &meshcastv1.RiderEvent_Heartbeat{Heartbeat: &meshcastv1.Heartbeat{}}}, 0, false},
-	} {
-		b, _ := proto.Marshal(tc.ev)
-		if got, ok := observedAtMs(b); got != tc.want || ok != tc.ok {
-			t.Errorf("observedAtMs(%v) = %d, %v; want %d, %v", tc.ev, got, ok, tc.want, tc.ok)
-		}
-	}
 }

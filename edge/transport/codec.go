@@ -6,10 +6,15 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
-// rawMessage is a message already encoded as protobuf (a session Frame's Proto bytes). The codec
-// sends it as is: encode once, never per rider. The bytes are shared and must not be modified.
-// A stream reuses one rawMessage for all its sends (SendMsg is done with it when it returns).
-type rawMessage struct{ b []byte }
+// rawMessage is a message already encoded as protobuf (an event of a batch). The codec sends it
+// as is: encode once, never per rider. buf, when set, is a reference to the batch's pooled
+// buffer that the codec hands over to grpc-go (which releases it once written); else b is sent
+// (not pooled). A stream reuses one rawMessage for all its sends (SendMsg is done with it when
+// it returns).
+type rawMessage struct {
+	buf mem.Buffer
+	b   []byte
+}
 
 // codec is the server's gRPC codec (registered under the "proto" name through
 // grpc.ForceServerCodecV2, so native gRPC and gRPC-Web both use it): rawMessage passes through
@@ -26,7 +31,12 @@ func newCodec() codec {
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if r, ok := v.(*rawMessage); ok {
-		// SliceBuffer's Ref and Free do nothing: the frame bytes are not pooled.
+		if r.buf != nil {
+			buf := r.buf
+			r.buf = nil // grpc-go owns this reference now
+			return mem.BufferSlice{buf}, nil
+		}
+		// SliceBuffer's Ref and Free do nothing: these bytes are not pooled.
 		return mem.BufferSlice{mem.SliceBuffer(r.b)}, nil
 	}
 	return c.std.Marshal(v)

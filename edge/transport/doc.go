@@ -54,10 +54,13 @@
 //
 // The session coalesces by vehicle, so a rider that stops reading in a quiet area never
 // overflows its queue; what shows it is the transport. WebSocket, SSE and gRPC-Web riders own
-// their socket: its SO_SNDBUF is set to Options.SendBuffer, and before every batch the bytes the
-// client has not acknowledged (SIOCOUTQ on Linux) are compared with it. Past it the rider is
-// cut with its "too slow" (4008, the SSE comment, RESOURCE_EXHAUSTED), which still fits in the
-// socket, so the client reads it after what it had not read. Native gRPC riders share
+// their socket: its SO_SNDBUF is set to Options.SendBuffer, and the bytes the client has not
+// acknowledged (SIOCOUTQ on Linux) are compared with it before a batch that could take the
+// queue past it (sendQueue: not at every write). A rider past it is held (its session keeps
+// coalescing) until it acknowledges enough to be under it again; one that acknowledges nothing
+// for WriteTimeout meanwhile is cut with its "too slow" (4008, the SSE comment,
+// RESOURCE_EXHAUSTED), which still fits in the socket, so the client reads it after what it had
+// not read. A client that reads, however slowly, is never cut. Native gRPC riders share
 // connections: HTTP/2 flow control blocks a stalled stream's send once its window (and grpc-go's
 // 64 KiB write quota) is used up, and a send blocked for WriteTimeout ends the stream with
 // RESOURCE_EXHAUSTED (stallWatch). How soon a stalled rider is cut depends on how fast its area
@@ -100,9 +103,13 @@
 // # Memory per rider
 //
 // A WebSocket or SSE stream gives back net/http's connection goroutine, request and 4 KiB
-// buffers once accepted: it lives in two small goroutines (a writer waiting in Session.Next on
-// the server's stop context, a reader that notices the client leaving or applies its moves), with
-// small or no buffers; batches are assembled in pooled buffers. A native gRPC stream is grpc-go's
+// buffers once accepted: it lives in two small goroutines (a writer waiting in
+// Session.NextBatch on the server's stop context, a reader that notices the client leaving or
+// applies its moves), with small or no buffers. One send pump serves every transport (pump: a
+// riderWriter is a transport's framing and its write): each batch is encoded once, in the
+// rider's own format, straight into a pooled buffer taken when the batch is ready and given
+// back once written (for gRPC, once grpc-go has written each message, through mem.Buffer
+// references). A WebSocket batch is one write system call whatever its size (frameWriter). A native gRPC stream is grpc-go's
 // handler goroutine. BenchmarkIdleRiderMemory measures each (see BENCHMARKS.md).
 //
 // # Stop

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/meshcast/meshcast/core/bus"
 	"github.com/meshcast/meshcast/edge/session"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -86,10 +88,18 @@ func TestShutdownLeaksNothing(t *testing.T) {
 		{rider: webSocketTrack(t, ts.base, tokyo)},
 	}
 	expectAll(t, riders, "snapshot []")
+	if n := trackReaders.Load(); n != 2 { // the gRPC Track and the gRPC-Web websocket Track
+		t.Fatalf("%d Track readers before the shutdown, want 2", n)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := ts.srv.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// Track's handlers joined their readers (blocked in RecvMsg: the clients never half-closed)
+	// before returning.
+	if n := trackUnjoined.Load(); n != 0 {
+		t.Fatalf("%d Track handlers returned with their reader running", n)
 	}
 	for _, r := range riders {
 		r.endError(t)
@@ -101,4 +111,50 @@ func TestShutdownLeaksNothing(t *testing.T) {
 	ts.errc <- nil
 	cc.Close()
 	ts.hub.Close()
+}
+
+// noStatusStream is a grpc.ServerStream whose context carries no grpc-go transport stream.
+type noStatusStream struct{ grpc.ServerStream }
+
+func (noStatusStream) Context() context.Context { return context.Background() }
+
+// TestStallWatchNeedsWriteStatus: when grpc-go's stream does not offer WriteStatus the stall
+// watch refuses to start with an error naming it (the server then logs it and counts the stream
+// in meshcast_edge_stall_watch_off_total), instead of silently never cutting.
+func TestStallWatchNeedsWriteStatus(t *testing.T) {
+	w, err := newStallWatch(noStatusStream{}, time.Second)
+	if w != nil || err == nil || !strings.Contains(err.Error(), "WriteStatus") {
+		t.Fatalf("newStallWatch without WriteStatus = %v, %v; want no watch and an error naming WriteStatus", w, err)
+	}
+}
+
+// TestDrainTimerStopped: a stream that ends before its drain moment stops its drain timer (it
+// would otherwise hold the stream until the window's end).
+func TestDrainTimerStopped(t *testing.T) {
+	b := bus.NewMemory(bus.Options{})
+	defer b.Close()
+	ts := startServer(t, b, nil, Options{})
+	r := &tracked{rider: wsRider(t, ts.base, tokyo, SubprotocolJSON)}
+	r.expect(t, "snapshot []")
+	ts.srv.mu.Lock()
+	var live []*stream
+	for st := range ts.srv.live {
+		live = append(live, st)
+	}
+	ts.srv.mu.Unlock()
+	if len(live) != 1 {
+		t.Fatalf("%d streams, want 1", len(live))
+	}
+	ts.srv.Drain(time.Hour)
+	r.close() // the rider leaves long before its drain moment
+	waitFor(t, func() bool { return ts.srv.Streams() == 0 })
+	ts.srv.mu.Lock()
+	timer := live[0].drain
+	ts.srv.mu.Unlock()
+	if timer == nil {
+		t.Fatal("the draining stream got no drain timer")
+	}
+	if timer.Stop() {
+		t.Fatal("the ended stream's drain timer was still armed")
+	}
 }

@@ -1,7 +1,9 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -35,15 +37,39 @@ func testFrames(tb testing.TB, n int) []session.Frame {
 	return out
 }
 
-// TestBatchFraming: a batch in either subprotocol splits back into the same events.
+// frameBatch frames pre-encoded events with f, as NextBatch does with the events it encodes.
+func frameBatch(f session.Framing, frames []session.Frame) []byte {
+	var b []byte
+	for i := range frames {
+		b = f.Begin(b, i, frames[i].Seq, frames[i].Kind)
+		start := len(b)
+		if f.JSON() {
+			b = append(b, frames[i].JSON...)
+		} else {
+			b = append(b, frames[i].Proto...)
+		}
+		b = f.End(b, start)
+	}
+	return b
+}
+
+// TestBatchFraming: a batch in either subprotocol splits back into the same events, whatever
+// their size (the proto framing's varint length takes 1, 2 or 3 bytes).
 func TestBatchFraming(t *testing.T) {
 	frames := testFrames(t, 7)
+	for _, n := range []int{100, 20000} { // events past 127 and 16,383 bytes
+		ev := &meshcastv1.RiderEvent{Seq: 8, Kind: &meshcastv1.RiderEvent_Upsert{Upsert: &meshcastv1.Vehicle{
+			Id: "fleet/" + strings.Repeat("y", n), Fleet: "fleet", ObservedAtMs: 1}}}
+		pb, _ := proto.Marshal(ev)
+		js, _ := protojson.Marshal(ev)
+		frames = append(frames, session.Frame{Seq: 8, Kind: session.KindUpsert, Proto: pb, JSON: js})
+	}
 	for _, f := range []wireFormat{formatJSON, formatProto} {
 		typ := websocket.MessageText
 		if f == formatProto {
 			typ = websocket.MessageBinary
 		}
-		evs, err := splitWSMessage(typ, appendBatch(nil, f, frames), f == formatProto)
+		evs, err := splitWSMessage(typ, frameBatch(newWSWriter(nil, nil, f, 0), frames), f == formatProto)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -65,12 +91,8 @@ func TestBatchFraming(t *testing.T) {
 func TestSSEEventFraming(t *testing.T) {
 	frames := testFrames(t, 3)
 	hb := session.Frame{Seq: 4, Kind: session.KindHeartbeat, JSON: []byte(`{"seq":"4","heartbeat":{"serverTimeMs":"1"}}`)}
-	var b []byte
-	b = append(b, "retry: 1000\n\n"...)
-	for i := range frames {
-		b = appendEvent(b, &frames[i])
-	}
-	b = appendEvent(b, &hb)
+	b := []byte("retry: 1000\n\n")
+	b = append(b, frameBatch(sseWriter{}, append(frames, hb))...)
 	r := newRider("sse")
 	if err := readSSE(bytes.NewReader(b), r, func(string) {}); err != nil {
 		t.Fatal(err)
@@ -86,10 +108,9 @@ func BenchmarkAppendBatchProto(b *testing.B) { benchBatch(b, formatProto) }
 func benchBatch(b *testing.B, f wireFormat) {
 	frames := testFrames(b, 16)
 	b.ReportAllocs()
+	w := newWSWriter(nil, nil, f, 0)
 	for b.Loop() {
-		buf := getBuf()
-		*buf = appendBatch(*buf, f, frames)
-		putBuf(buf)
+		frameBatch(w, frames)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames)), "ns/event")
 }
@@ -98,11 +119,7 @@ func BenchmarkAppendSSEEvents(b *testing.B) {
 	frames := testFrames(b, 16)
 	b.ReportAllocs()
 	for b.Loop() {
-		buf := getBuf()
-		for i := range frames {
-			*buf = appendEvent(*buf, &frames[i])
-		}
-		putBuf(buf)
+		frameBatch(sseWriter{}, frames)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames)), "ns/event")
 }
@@ -110,7 +127,7 @@ func BenchmarkAppendSSEEvents(b *testing.B) {
 func BenchmarkCodecMarshalRaw(b *testing.B) {
 	c := newCodec()
 	frames := testFrames(b, 1)
-	msg := &rawMessage{frames[0].Proto}
+	msg := &rawMessage{b: frames[0].Proto}
 	b.ReportAllocs()
 	for b.Loop() {
 		bs, err := c.Marshal(msg)
@@ -132,4 +149,50 @@ func FuzzLastEventID(f *testing.F) {
 			t.Fatalf("first seq 0 for %q", v)
 		}
 	})
+}
+
+// countingConn counts the writes made to it and keeps their bytes.
+type countingConn struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes = append(c.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+// TestFrameWriterOneWritePerFrame: under a 16-byte bufio.Writer written as coder/websocket
+// writes (header, payload, flush), every WebSocket frame reaches the socket in one write, whole,
+// whatever its size; frames that come whole in one piece pass straight through.
+func TestFrameWriterOneWritePerFrame(t *testing.T) {
+	c := &countingConn{}
+	bw := bufio.NewWriterSize(&frameWriter{c: c}, wsWriteBuffer)
+	var want [][]byte
+	for _, n := range []int{0, 10, 13, 200, 70000, 125, 126, 65535, 65536} {
+		var hdr []byte
+		switch {
+		case n < 126:
+			hdr = []byte{0x82, byte(n)}
+		case n < 1<<16:
+			hdr = []byte{0x82, 126, byte(n >> 8), byte(n)}
+		default:
+			hdr = []byte{0x82, 127, 0, 0, 0, 0, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+		}
+		payload := bytes.Repeat([]byte{byte(n)}, n)
+		bw.Write(hdr)
+		bw.Write(payload)
+		if err := bw.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, append(hdr, payload...))
+	}
+	if len(c.writes) != len(want) {
+		t.Fatalf("%d writes for %d frames", len(c.writes), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(c.writes[i], want[i]) {
+			t.Fatalf("write %d: %d bytes, want the %d-byte frame", i, len(c.writes[i]), len(want[i]))
+		}
+	}
 }

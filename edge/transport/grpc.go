@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/meshcast/meshcast/edge/session"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -105,13 +107,16 @@ func (s *Server) track(st grpc.ServerStream) error {
 	sess := rs.sess
 	stopAfter := context.AfterFunc(st.Context(), sess.Close)
 
-	// The reader moves the session; an invalid move ends the stream with its error. It exits
-	// when the stream ends (RecvMsg fails once the handler has returned).
+	// The reader moves the session; an invalid move ends the stream with its error. It is
+	// joined before the handler returns: see endStream.
 	var (
 		mu      sync.Mutex
 		moveErr error
 	)
+	readerDone := make(chan struct{})
+	trackReaders.Add(1)
 	go func() {
+		defer func() { trackReaders.Add(-1); close(readerDone) }()
 		for {
 			m, err := recvRequest(st)
 			if errors.Is(err, io.EOF) {
@@ -137,8 +142,39 @@ func (s *Server) track(st grpc.ServerStream) error {
 	mu.Unlock()
 	stopAfter()
 	err = clientGone(st, rs.endCause(err))
+	gerr := grpcError(err)
+	endStream(st, gerr, readerDone)
+	select {
+	case <-readerDone:
+	default:
+		trackUnjoined.Add(1)
+	}
 	rs.end(err)
-	return grpcError(err)
+	return gerr
+}
+
+// trackReaders counts Track's reader goroutines alive, trackUnjoined the Track handlers that
+// returned with their reader still running (tests).
+var trackReaders, trackUnjoined atomic.Int64
+
+// endStream joins a stream's reader, which may be blocked in RecvMsg: it ends the stream with its
+// status first (WriteStatus, the call grpc-go makes when a handler returns, and then ignores
+// the handler's), which cancels the stream and so ends the RecvMsg. Without WriteStatus (see
+// newStallWatch) the reader ends once the handler has returned.
+func endStream(st grpc.ServerStream, gerr error, readerDone <-chan struct{}) {
+	select {
+	case <-readerDone:
+		return // a half-close or a bad move ended it
+	default:
+	}
+	ts, ok := grpc.ServerTransportStreamFromContext(st.Context()).(interface {
+		WriteStatus(*status.Status) error
+	})
+	if !ok {
+		return
+	}
+	ts.WriteStatus(status.Convert(gerr))
+	<-readerDone
 }
 
 // openGRPC admits a gRPC or gRPC-Web stream from its metadata (auth, limits: before anything
@@ -189,45 +225,86 @@ func recvRequest(st grpc.ServerStream) (*meshcastv1.WatchRequest, error) {
 	return req, nil
 }
 
-// sendFrames sends every frame of the session as its pre-encoded protobuf bytes until Next or a
-// send fails, or the rider is found too slow (see stallWatch and sendQueue).
+// sendFrames sends the session's events, each one message, until NextBatch or a send fails, or
+// the rider is found too slow (see stallWatch and sendQueue).
 func (s *Server) sendFrames(rs *stream, st grpc.ServerStream) error {
-	var (
-		buf []session.Frame
-		msg rawMessage
-	)
-	q := newSendQueue(connFrom(st.Context()), s.o.SendBuffer) // gRPC-Web on HTTP/1.1 only
-	var wd *stallWatch
+	w := &grpcWriter{st: st}
+	q := newSendQueue(connFrom(st.Context()), s.o.SendBuffer, s.o.WriteTimeout) // gRPC-Web on HTTP/1.1 only
 	if q == nil && rs.transport == nameGRPC {
-		wd = newStallWatch(st, s.o.WriteTimeout)
+		wd, err := newStallWatch(st, s.o.WriteTimeout)
+		if err != nil {
+			s.o.Logger.Error("transport: a stalled gRPC stream cannot be cut", "err", err)
+			s.m.stallWatchOff.Inc()
+		}
+		w.wd = wd
 		defer wd.stop()
 	}
-	for {
-		frames, err := rs.sess.Next(rs.ctx, buf)
-		if err != nil {
+	return s.pump(rs, w, q)
+}
+
+// grpcWriter is the gRPC adapter of the send pump (native gRPC, and gRPC-Web through grpc-go):
+// each event is one message, sent with SendMsg straight from the batch's pooled buffer. grpc-go
+// holds each message by reference (mem.Buffer views of the batch) until its transport has
+// written it; the last release returns the buffer to the pool.
+type grpcWriter struct {
+	st    grpc.ServerStream
+	wd    *stallWatch
+	first int   // where the batch's first message starts
+	ends  []int // where each message ends
+	msg   rawMessage
+}
+
+func (w *grpcWriter) JSON() bool { return false }
+
+func (w *grpcWriter) Begin(b []byte, i int, _ uint64, _ session.Kind) []byte {
+	if i == 0 {
+		w.first, w.ends = len(b), w.ends[:0]
+	}
+	return b
+}
+
+func (w *grpcWriter) End(b []byte, _ int) []byte {
+	w.ends = append(w.ends, len(b))
+	return b
+}
+
+func (w *grpcWriter) writeBatch(bp *[]byte) error {
+	root := mem.NewBuffer(bp, batchPool{})
+	defer root.Free()
+	w.wd.arm()
+	start := w.first
+	for _, end := range w.ends {
+		w.msg.buf = root.Slice(start, end) // grpc-go's codec takes this reference
+		start = end
+		if err := w.st.SendMsg(&w.msg); err != nil {
+			w.msg.buf = nil
+			if w.wd.fired() {
+				return session.ErrTooSlow
+			}
 			return err
 		}
-		if q.full() {
-			return session.ErrTooSlow
-		}
-		wd.arm()
-		for i := range frames {
-			msg.b = frames[i].Proto
-			if err := st.SendMsg(&msg); err != nil {
-				if wd.fired() {
-					return session.ErrTooSlow
-				}
-				return err
-			}
-		}
-		if !wd.disarm() {
-			return session.ErrTooSlow
-		}
-		msg.b = nil
-		s.m.observeWritten(frames)
-		buf = frameBuf(frames)
 	}
+	w.msg.buf = nil
+	if !w.wd.disarm() {
+		return session.ErrTooSlow
+	}
+	return nil
 }
+
+// batchPool is bufPool as a grpc-go mem.BufferPool: a batch's buffer comes back to it once
+// grpc-go has written every message of the batch.
+type batchPool struct{}
+
+func (batchPool) Get(n int) *[]byte {
+	b := getBuf()
+	if cap(*b) < n {
+		*b = make([]byte, n)
+	}
+	*b = (*b)[:n]
+	return b
+}
+
+func (batchPool) Put(b *[]byte) { putBuf(b) }
 
 // stallWatch cuts a native gRPC stream whose send stays blocked for the write timeout. Streams
 // share HTTP/2 connections, so a client that stops reading one stream is not visible on the
@@ -244,19 +321,26 @@ type stallWatch struct {
 	write func()
 }
 
-func newStallWatch(st grpc.ServerStream, d time.Duration) *stallWatch {
-	sw, ok := grpc.ServerTransportStreamFromContext(st.Context()).(interface {
+// newStallWatch returns the watch of st, or an error when grpc-go's stream does not offer the
+// WriteStatus call the watch relies on (a grpc-go upgrade changed it): then a stalled stream is
+// never cut, which the caller reports loudly.
+func newStallWatch(st grpc.ServerStream, d time.Duration) (*stallWatch, error) {
+	ts := grpc.ServerTransportStreamFromContext(st.Context())
+	sw, ok := ts.(interface {
 		WriteStatus(*status.Status) error
 	})
-	if !ok || d <= 0 {
-		return nil
+	if !ok {
+		return nil, fmt.Errorf("grpc-go's server stream %T has no WriteStatus", ts)
+	}
+	if d <= 0 {
+		return nil, nil
 	}
 	w := &stallWatch{d: d}
 	w.write = func() {
 		w.cut.Store(true)
 		sw.WriteStatus(status.Convert(grpcError(session.ErrTooSlow)))
 	}
-	return w
+	return w, nil
 }
 
 // arm starts the timer before a batch is sent.

@@ -5,7 +5,6 @@ import (
 
 	"github.com/meshcast/meshcast/edge/session"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/meshcast/meshcast/core/ops"
 )
@@ -22,6 +21,9 @@ import (
 //	                                           grpc_web_request (a stream's first request message)
 //	meshcast_edge_delivery_latency_seconds     fix time (Vehicle.observed_at_ms) to write, per
 //	                                           upsert written
+//	meshcast_edge_stall_watch_off_total        native gRPC streams served without the stall watch
+//	                                           (grpc-go's stream lacks WriteStatus: a stalled
+//	                                           stream is never cut; also logged as an error)
 //	meshcast_edge_queued_updates               vehicles with an update waiting, all riders (at scrape)
 //	meshcast_edge_queued_updates_max           the same for the rider with the longest queue
 type metrics struct {
@@ -30,6 +32,8 @@ type metrics struct {
 	ended       *prometheus.CounterVec
 	stalled     *prometheus.CounterVec
 	latency     prometheus.Histogram
+	// stallWatchOff counts gRPC streams served without a stall watch.
+	stallWatchOff prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,6 +59,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "From a fix's timestamp (observed_at_ms) to the write of its upsert to a rider.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}),
+		stallWatchOff: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshcast_edge_stall_watch_off_total",
+			Help: "Native gRPC streams served without the stall watch (grpc-go's stream lacks WriteStatus): a stalled one is never cut.",
+		}),
 	}
 	for _, t := range []string{nameGRPC, nameGRPCWeb, nameWS, nameSSE} {
 		m.connections.WithLabelValues(t)
@@ -71,67 +79,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected = ops.Register(reg, m.rejected)
 		m.ended = ops.Register(reg, m.ended)
 		m.latency = ops.Register(reg, m.latency)
+		m.stallWatchOff = ops.Register(reg, m.stallWatchOff)
 	}
 	return m
 }
 
-// observeWritten records the delivery latency of every upsert in a batch just written.
-func (m *metrics) observeWritten(frames []session.Frame) {
-	var now time.Time
-	for i := range frames {
-		if frames[i].Kind != session.KindUpsert {
-			continue
-		}
-		ms, ok := observedAtMs(frames[i].Proto)
-		if !ok {
-			continue
-		}
-		if now.IsZero() {
-			now = time.Now()
-		}
+// observeBatch records the delivery latency of every upsert in a batch just written (the session
+// reports their observed_at_ms: nothing is decoded again).
+func (m *metrics) observeBatch(bt session.Batch) {
+	if len(bt.Observed) == 0 {
+		return
+	}
+	now := time.Now()
+	for _, ms := range bt.Observed {
 		m.latency.Observe(max(0, now.Sub(time.UnixMilli(ms)).Seconds()))
 	}
-}
-
-// observedAtMs reads RiderEvent.upsert (11).observed_at_ms (9) from an encoded RiderEvent.
-func observedAtMs(b []byte) (int64, bool) {
-	v, ok := field(b, 11, protowire.BytesType)
-	if !ok {
-		return 0, false
-	}
-	vb, n := protowire.ConsumeBytes(v)
-	if n < 0 {
-		return 0, false
-	}
-	x, ok := field(vb, 9, protowire.VarintType)
-	if !ok {
-		return 0, false
-	}
-	u, n := protowire.ConsumeVarint(x)
-	if n < 0 || u == 0 {
-		return 0, false
-	}
-	return int64(u), true
-}
-
-// field returns the bytes after the tag of the first field num of type typ in b.
-func field(b []byte, num protowire.Number, typ protowire.Type) ([]byte, bool) {
-	for len(b) > 0 {
-		n, t, l := protowire.ConsumeTag(b)
-		if l < 0 {
-			return nil, false
-		}
-		b = b[l:]
-		if n == num && t == typ {
-			return b, true
-		}
-		l = protowire.ConsumeFieldValue(n, t, b)
-		if l < 0 {
-			return nil, false
-		}
-		b = b[l:]
-	}
-	return nil, false
 }
 
 // queueCollector reports the riders' queue depths when scraped (one pass over the open streams).

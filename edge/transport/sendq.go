@@ -4,29 +4,46 @@ import (
 	"context"
 	"net"
 	"syscall"
+	"time"
+
+	"github.com/meshcast/meshcast/edge/session"
 )
 
 // sendQueue watches one rider socket for a client that stopped reading. The kernel keeps what a
 // client has not acknowledged in the socket's send buffer, and a client whose application stops
-// reading stops acknowledging once its own receive buffer is full. So a send queue over the
-// limit that the client acknowledged nothing of between two batches means the rider stopped
-// reading, while the queue still has room for the transport's "too slow" message (WebSocket
-// close 4008, SSE comment, gRPC-Web trailer). A client that reads slowly (a large snapshot over
-// a slow link) keeps acknowledging and is not cut. Without this a stalled rider costs nothing
-// visible for minutes (kernel autotuning lets a send buffer grow to megabytes, and the session
-// coalesces by vehicle) and is then cut by the write timeout with no message at all. A nil
-// *sendQueue never reports full. Not safe for concurrent use: one writer checks it.
+// reading stops acknowledging once its own receive buffer is full. The rule is about progress
+// over time: a rider whose unacknowledged bytes are over the limit is not written to (its
+// session keeps coalescing by vehicle meanwhile) until it has acknowledged enough to be under
+// it again; if it acknowledges nothing for the timeout (the write timeout) while over the limit,
+// it is cut, while the socket still has room for the transport's "too slow" message (WebSocket
+// close 4008, SSE comment, gRPC-Web trailer; SO_SNDBUF is twice the limit). A client that reads,
+// however slowly (a large snapshot over a slow link, a burst it is behind on), keeps
+// acknowledging and is never cut. Without this a stalled rider costs nothing visible for minutes
+// (kernel autotuning lets a send buffer grow to megabytes) and is then cut by the write timeout
+// with no message at all.
+//
+// A probe costs system calls (SIOCOUTQ; TCP_INFO too when over the limit), so it is not made at
+// every write: the queue can only have grown by what was written since the last probe, so while
+// the last probe's count plus the bytes written since stays within the limit no probe is needed.
+// A client that keeps up is probed about once per limit's worth of bytes written. A nil
+// *sendQueue never holds a write. Not safe for concurrent use: one writer uses it.
 type sendQueue struct {
-	rc    syscall.RawConn
-	limit int
-	over  bool   // the last check found the queue over the limit
-	acked uint64 // the bytes the client had acknowledged then
+	rc      syscall.RawConn
+	limit   int
+	timeout time.Duration
+	now     func() time.Time
+	bound   int // at most this many bytes are unacknowledged now
+	unacked int // at the last probe
+	probes  int // probes made (tests)
 }
 
+// pollEvery is how often a held rider's queue is probed again.
+const pollEvery = 20 * time.Millisecond
+
 // newSendQueue sets c's send buffer (SO_SNDBUF, which Linux doubles for its bookkeeping) to limit
-// and returns a watcher of it; nil when limit <= 0, c is not TCP or the platform cannot tell the
-// queue's length.
-func newSendQueue(c net.Conn, limit int) *sendQueue {
+// and returns a watcher of it that cuts after timeout without progress; nil when limit <= 0, c is
+// not TCP or the platform cannot tell the queue's length.
+func newSendQueue(c net.Conn, limit int, timeout time.Duration) *sendQueue {
 	if limit <= 0 || !canMeasureSendQueue {
 		return nil
 	}
@@ -39,27 +56,61 @@ func newSendQueue(c net.Conn, limit int) *sendQueue {
 		return nil
 	}
 	tc.SetWriteBuffer(limit) // best effort: a smaller buffer makes the write timeout cut first
-	return &sendQueue{rc: rc, limit: limit}
+	return &sendQueue{rc: rc, limit: limit, timeout: timeout, now: time.Now}
 }
 
-// full reports whether the client has left more than the limit unacknowledged and acknowledged
-// nothing since the previous check.
-func (q *sendQueue) full() bool {
-	if q == nil {
-		return false
-	}
+// over probes the queue: whether more than the limit is unacknowledged, and the bytes acknowledged
+// so far (when over).
+func (q *sendQueue) over() (bool, uint64) {
+	q.probes++
 	n, ok := unackedBytes(q.rc)
+	q.unacked = n
 	if !ok || n <= q.limit {
-		q.over = false
-		return false
+		return false, 0
 	}
 	acked, ok := ackedBytes(q.rc)
-	if !ok {
-		return false
+	return ok, acked
+}
+
+// wait is called before writing n bytes. When the queue may be over the limit it probes it, and
+// if it is, holds the write until the client has acknowledged enough to bring it under the limit
+// (nil), or until it acknowledged nothing for the timeout (session.ErrTooSlow), or ctx ends
+// (ctx.Err()).
+func (q *sendQueue) wait(ctx context.Context, n int) error {
+	if q == nil {
+		return nil
 	}
-	stalled := q.over && acked == q.acked
-	q.over, q.acked = true, acked
-	return stalled
+	if q.bound+n <= q.limit {
+		q.bound += n
+		return nil
+	}
+	over, acked := q.over()
+	if !over {
+		q.bound = q.unacked + n
+		return nil
+	}
+	since := q.now()
+	t := time.NewTimer(pollEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		now := q.now()
+		o, a := q.over()
+		switch {
+		case !o:
+			q.bound = q.unacked + n
+			return nil
+		case a != acked:
+			acked, since = a, now // progress: a reader that is behind
+		case now.Sub(since) >= q.timeout:
+			return session.ErrTooSlow
+		}
+		t.Reset(pollEvery)
+	}
 }
 
 // tcpConn unwraps c (NetConn, as net/http and crypto/tls name it) down to its *net.TCPConn.

@@ -47,9 +47,10 @@ type Options struct {
 	// not finish in time closes the connection (a slow consumer's cut). Default 10s.
 	WriteTimeout time.Duration
 	// SendBuffer is how many bytes a WebSocket, SSE or gRPC-Web rider's socket may hold that the
-	// client has not acknowledged: past it the rider is behind and is cut with its transport's
-	// "too slow" (WebSocket 4008, SSE comment, gRPC-Web RESOURCE_EXHAUSTED), which still fits in
-	// the socket. It also sets the socket's SO_SNDBUF (the kernel doubles it). Default 256 KiB;
+	// client has not acknowledged: past it the rider is behind and its writes are held; if it
+	// then acknowledges nothing for WriteTimeout it is cut with its transport's "too slow"
+	// (WebSocket 4008, SSE comment, gRPC-Web RESOURCE_EXHAUSTED), which still fits in the
+	// socket. It also sets the socket's SO_SNDBUF (the kernel doubles it). Default 256 KiB;
 	// negative: off (kernel autotuning; a stalled rider is cut only when a write times out).
 	// Native gRPC riders share connections: a stream whose send blocks (HTTP/2 flow control)
 	// for WriteTimeout is cut with RESOURCE_EXHAUSTED instead.

@@ -33,19 +33,33 @@ func lastEventID(r *http.Request) (uint64, error) {
 	return id + 1, nil
 }
 
-// appendEvent writes one frame as an SSE event. A heartbeat is also preceded by a comment line,
-// the keep-alive that proxies and EventSource ignore.
-func appendEvent(b []byte, f *session.Frame) []byte {
-	if f.Kind == session.KindHeartbeat {
+// sseWriter is the SSE adapter of the send pump: each event is an SSE event (id = seq, event =
+// kind, data = its protojson RiderEvent on one line); a heartbeat is also preceded by a comment
+// line, the keep-alive that proxies and EventSource ignore. A batch is one write.
+type sseWriter struct{ write func([]byte) error }
+
+func (sseWriter) JSON() bool { return true }
+
+func (sseWriter) Begin(b []byte, _ int, seq uint64, k session.Kind) []byte {
+	if k == session.KindHeartbeat {
 		b = append(b, ": hb\n"...)
 	}
 	b = append(b, "id: "...)
-	b = strconv.AppendUint(b, f.Seq, 10)
+	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, "\nevent: "...)
-	b = append(b, f.Kind.String()...)
-	b = append(b, "\ndata: "...)
-	b = append(b, f.JSON...)
-	return append(b, "\n\n"...)
+	b = append(b, k.String()...)
+	return append(b, "\ndata: "...)
+}
+
+func (sseWriter) End(b []byte, _ int) []byte { return append(b, "\n\n"...) }
+
+func (w sseWriter) writeBatch(b *[]byte) error {
+	err := w.write(*b)
+	putBuf(b)
+	if err != nil {
+		return errors.Join(errWriteFailed, err) // the client is gone or too slow to take the write
+	}
+	return nil
 }
 
 // serveSSE serves GET /v1/sse: text/event-stream with a retry hint, then one event per frame
@@ -153,7 +167,7 @@ func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) error {
 	head := []byte("HTTP/1.1 200 OK\r\n")
 	sseHeaders(func(k, v string) { head = append(append(append(append(head, k...), ": "...), v...), "\r\n"...) }, origin)
 	head = append(head, "Connection: close\r\n\r\n"...)
-	err := s.pumpSSE(rs, head, newSendQueue(conn, s.o.SendBuffer), func(b []byte) error {
+	err := s.pumpSSE(rs, head, newSendQueue(conn, s.o.SendBuffer, s.o.WriteTimeout), func(b []byte) error {
 		conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
 		_, err := conn.Write(b)
 		return err
@@ -167,7 +181,6 @@ func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) error {
 // fails or q is full; then, for a cut rider or a stream told to go away, a comment naming the
 // reason. It returns what ended the stream.
 func (s *Server) pumpSSE(rs *stream, head []byte, q *sendQueue, write func([]byte) error) error {
-	sess := rs.sess
 	b := getBuf()
 	*b = append(*b, head...)
 	*b = append(*b, "retry: "...)
@@ -178,27 +191,9 @@ func (s *Server) pumpSSE(rs *stream, head []byte, q *sendQueue, write func([]byt
 	if err != nil {
 		return errors.Join(errWriteFailed, err)
 	}
-	var frames []session.Frame
-	for {
-		frames, err = sess.Next(rs.ctx, frames)
-		if err != nil {
-			break
-		}
-		if q.full() {
-			err = session.ErrTooSlow
-			break
-		}
-		b := getBuf()
-		for i := range frames {
-			*b = appendEvent(*b, &frames[i])
-		}
-		err = write(*b)
-		putBuf(b)
-		if err != nil {
-			return errors.Join(errWriteFailed, err) // the client is gone or too slow to take the write
-		}
-		s.m.observeWritten(frames)
-		frames = frameBuf(frames)
+	err = s.pump(rs, sseWriter{write}, q)
+	if errors.Is(err, errWriteFailed) {
+		return err
 	}
 	err = rs.endCause(err)
 	switch classify(err) {

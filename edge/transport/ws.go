@@ -17,7 +17,6 @@ import (
 	"github.com/meshcast/meshcast/edge/session"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // WebSocket subprotocols (API.md §3).
@@ -61,8 +60,8 @@ func pickSubprotocol(h http.Header) (name string, f wireFormat, err error) {
 	return "", formatJSON, nil
 }
 
-// bufPool holds the buffers WebSocket and SSE batches are assembled in: one write per batch,
-// and no buffer kept by an idle rider.
+// bufPool holds the buffers batches are encoded in (every transport), taken when a batch is
+// ready and returned once it is written: no buffer kept by an idle rider.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
@@ -75,19 +74,54 @@ func putBuf(b *[]byte) {
 	bufPool.Put(b)
 }
 
-// appendBatch frames a batch in the subprotocol's format.
-func appendBatch(b []byte, f wireFormat, frames []session.Frame) []byte {
-	for i := range frames {
-		if f == formatJSON {
-			if i > 0 {
-				b = append(b, '\n')
-			}
-			b = append(b, frames[i].JSON...)
-		} else {
-			b = protowire.AppendBytes(b, frames[i].Proto)
-		}
+// wsWriter is the WebSocket adapter of the send pump: a batch is one message, its events joined
+// by "\n" (meshcast.v1.json) or each prefixed with its varint length (meshcast.v1.proto).
+type wsWriter struct {
+	c       *websocket.Conn
+	conn    net.Conn
+	typ     websocket.MessageType
+	proto   bool
+	timeout time.Duration
+}
+
+func newWSWriter(c *websocket.Conn, conn net.Conn, f wireFormat, timeout time.Duration) *wsWriter {
+	w := &wsWriter{c: c, conn: conn, typ: websocket.MessageText, timeout: timeout}
+	if f == formatProto {
+		w.typ, w.proto = websocket.MessageBinary, true
+	}
+	return w
+}
+
+func (w *wsWriter) JSON() bool { return !w.proto }
+
+func (w *wsWriter) Begin(b []byte, i int, _ uint64, _ session.Kind) []byte {
+	if w.proto {
+		return append(b, 0) // the length's first byte (endVarintPrefixed)
+	}
+	if i > 0 {
+		b = append(b, '\n')
 	}
 	return b
+}
+
+func (w *wsWriter) End(b []byte, start int) []byte {
+	if w.proto {
+		return endVarintPrefixed(b, start)
+	}
+	return b
+}
+
+// writeBatch writes one batch as one message within the write timeout, set as the socket's
+// write deadline (no context per write); a write that times out fails and the caller drops the
+// connection. The frameWriter under the library's buffer makes the message one system call.
+func (w *wsWriter) writeBatch(b *[]byte) error {
+	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	err := w.c.Write(context.Background(), w.typ, *b)
+	putBuf(b)
+	if err != nil {
+		return errors.Join(errWriteFailed, err)
+	}
+	return nil
 }
 
 // serveWebSocket serves GET /v1/ws: the query is checked and the session opened before the
@@ -156,13 +190,12 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 
 // Buffer sizes of a WebSocket connection. net/http hands a hijacked connection over with 4 KiB
 // read and write buffers, which coder/websocket keeps for the connection's life; an idle rider
-// needs far less. Client frames are small (moves, control frames); a write of a batch up to
-// wsWriteBuffer bytes takes one syscall, a bigger one two. 512 bytes hold a frame of one or two
-// JSON updates (~250 bytes each), the common batch of a rider whose area changes a few times a
-// second; the buffer is a third of what an idle WebSocket rider costs beyond its session.
+// needs far less. Client frames are small (moves, control frames). The write buffer only has to
+// take a frame header: a frameWriter under it makes every frame one system call whatever its
+// size (bufio needs at least 16 bytes to be of use; a header is at most 14).
 const (
 	wsReadBuffer  = 128
-	wsWriteBuffer = 512
+	wsWriteBuffer = 16
 )
 
 // smallBuffers is a ResponseWriter whose Hijack returns small buffers (see wsReadBuffer) and
@@ -183,7 +216,7 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		b, _ := brw.Reader.Peek(n)
 		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)
 	}
-	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, wsReadBuffer), bufio.NewWriterSize(c, wsWriteBuffer)), nil
+	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, wsReadBuffer), bufio.NewWriterSize(&frameWriter{c: c}, wsWriteBuffer)), nil
 }
 
 func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -218,30 +251,8 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, form
 		sess.Close()
 	}()
 
-	typ := websocket.MessageText
-	if format == formatProto {
-		typ = websocket.MessageBinary
-	}
-	var (
-		frames []session.Frame
-		err    error
-	)
-	q := newSendQueue(conn, s.o.SendBuffer)
-	for {
-		frames, err = sess.Next(rs.ctx, frames)
-		if err != nil {
-			break
-		}
-		if q.full() {
-			err = session.ErrTooSlow // closed with 4008 below, while the socket has room for it
-			break
-		}
-		if err = s.writeBatch(c, conn, typ, format, frames); err != nil {
-			break
-		}
-		s.m.observeWritten(frames)
-		frames = frameBuf(frames)
-	}
+	// A stalled rider (ErrTooSlow) is closed with 4008 below, while the socket has room for it.
+	err := s.pump(rs, newWSWriter(c, conn, format, s.o.WriteTimeout), newSendQueue(conn, s.o.SendBuffer, s.o.WriteTimeout))
 
 	// Decide how to close: the reader's error wins when it ended the stream.
 	select {
@@ -257,6 +268,7 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, form
 	default:
 		err = rs.endCause(err)
 		code, reason := wsClose(err)
+		conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout)) // a held write's deadline has passed
 		c.Close(code, reason)
 	}
 	<-readDone
@@ -264,24 +276,9 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, form
 }
 
 var (
-	errWriteFailed = errors.New("websocket write failed")
+	errWriteFailed = errors.New("write failed")
 	errReadFailed  = errors.New("websocket read failed")
 )
-
-// writeBatch writes one batch as one message within the write timeout, set as the socket's
-// write deadline (no context per write); a write that times out fails and the caller drops the
-// connection.
-func (s *Server) writeBatch(c *websocket.Conn, conn net.Conn, typ websocket.MessageType, f wireFormat, frames []session.Frame) error {
-	b := getBuf()
-	*b = appendBatch(*b, f, frames)
-	conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
-	err := c.Write(context.Background(), typ, *b)
-	putBuf(b)
-	if err != nil {
-		return errors.Join(errWriteFailed, err)
-	}
-	return nil
-}
 
 // readMoves reads client messages until the connection fails: each must be a text frame of at
 // most maxMsg bytes holding a protojson WatchRequest, which moves the session. It returns the
