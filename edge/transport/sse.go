@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshcast/meshcast/core/ops"
 	"github.com/meshcast/meshcast/edge/session"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
 )
 
 // lastEventID reads where a reconnecting EventSource left off: the Last-Event-ID header, or the
@@ -72,27 +73,8 @@ func (w sseWriter) writeBatch(b *[]byte) error {
 // connection goroutine, buffers and request go), and a second goroutine reads the socket to
 // notice the client leaving. Elsewhere (HTTP/2 behind a TLS front) the ResponseWriter is used.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodOptions {
-		s.preflight(w, r)
-		return
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET, OPTIONS")
-		writeJSONError(w, http.StatusMethodNotAllowed, "invalid_argument", "use GET")
-		return
-	}
-	if !s.requestOriginAllowed(r) {
-		writeJSONError(w, http.StatusForbidden, "permission_denied", "origin not allowed: "+truncate(r.Header.Get("Origin"), 64))
-		return
-	}
-	q, err := requestQuery(r)
-	if err != nil {
-		writeHTTPError(w, err)
-		return
-	}
-	req, err := ParseQuery(q)
-	if err != nil {
-		writeHTTPError(w, err)
+	req, ok := s.streamRequest(w, r)
+	if !ok {
 		return
 	}
 	first, err := lastEventID(r)
@@ -137,6 +119,36 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	})
 	stopAfter()
 	rs.end(err)
+}
+
+// streamRequest is the HTTP prelude WebSocket and SSE share: a CORS preflight is answered, any
+// method but GET refused, the Origin checked and the query parsed into the WatchRequest. false:
+// the answer was written.
+func (s *Server) streamRequest(w http.ResponseWriter, r *http.Request) (*meshcastv1.WatchRequest, bool) {
+	if r.Method == http.MethodOptions {
+		s.preflight(w, r)
+		return nil, false
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET, OPTIONS")
+		writeJSONError(w, http.StatusMethodNotAllowed, "invalid_argument", "use GET")
+		return nil, false
+	}
+	if !s.requestOriginAllowed(r) {
+		writeJSONError(w, http.StatusForbidden, "permission_denied", "origin not allowed: "+truncate(r.Header.Get("Origin"), 64))
+		return nil, false
+	}
+	q, err := requestQuery(r)
+	if err != nil {
+		writeHTTPError(w, err)
+		return nil, false
+	}
+	req, err := ParseQuery(q)
+	if err != nil {
+		writeHTTPError(w, err)
+		return nil, false
+	}
+	return req, true
 }
 
 // sseHeaders sets the response headers of an event stream.

@@ -127,27 +127,8 @@ func (w *wsWriter) writeBatch(b *[]byte) error {
 // serveWebSocket serves GET /v1/ws: the query is checked and the session opened before the
 // upgrade, so bad requests get HTTP 400 (and bus trouble 503) as JSON.
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodOptions {
-		s.preflight(w, r)
-		return
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET, OPTIONS")
-		writeJSONError(w, http.StatusMethodNotAllowed, "invalid_argument", "use GET")
-		return
-	}
-	if !s.requestOriginAllowed(r) {
-		writeJSONError(w, http.StatusForbidden, "permission_denied", "origin not allowed: "+truncate(r.Header.Get("Origin"), 64))
-		return
-	}
-	q, err := requestQuery(r)
-	if err != nil {
-		writeHTTPError(w, err)
-		return
-	}
-	req, err := ParseQuery(q)
-	if err != nil {
-		writeHTTPError(w, err)
+	req, ok := s.streamRequest(w, r)
+	if !ok {
 		return
 	}
 	sub, format, err := pickSubprotocol(r.Header)
