@@ -94,7 +94,7 @@ func startLoad(tb testing.TB, d *deployment, taxis int, interval time.Duration, 
 	} else {
 		close(l.done)
 	}
-	rs, err := newRiderSet(context.Background(), []string{d.edgeAddr}, radius, nil, 4)
+	rs, err := newRiderSet(context.Background(), []string{d.edgeAddr}, radius, nil, grpcConnsFor(riders))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -110,6 +110,12 @@ func startLoad(tb testing.TB, d *deployment, taxis int, interval time.Duration, 
 	tb.Cleanup(l.stop)
 	return l
 }
+
+// grpcConnsFor is how many HTTP/2 connections riders riders share so that none carries more
+// than 50 streams even if every rider were gRPC: the edge admits at most -max-streams-per-conn
+// (100 by default) on one connection, and grpc-go queues the streams past it until others end,
+// so with too few connections the riders past the cap would wait for their snapshot forever.
+func grpcConnsFor(riders int) int { return riders/50 + 1 }
 
 func (l *load) stop() {
 	l.cancel()
@@ -132,7 +138,7 @@ func TestReconnectStorm(t *testing.T) {
 	l := startLoad(t, d, 2000, time.Second, riders, 1000, nil)
 	l.rs.close() // everybody drops at once
 
-	rs, err := newRiderSet(context.Background(), []string{d.edgeAddr}, 1000, nil, 4)
+	rs, err := newRiderSet(context.Background(), []string{d.edgeAddr}, 1000, nil, grpcConnsFor(riders))
 	if err != nil {
 		t.Fatal(err)
 	}
