@@ -14,15 +14,29 @@ import (
 	"github.com/meshcast/meshcast/core/testwait"
 )
 
-// TestQuotaExhaustionDoesNotDeadlock drives mochi towards its Receive Maximum handling (see
-// the package doc): two subscribers in one shared subscription announce Receive Maximum 1 and 2
-// and acknowledge every message, while four publishers deliver 4,000 QoS 1 messages to them
-// from eight goroutines each, so that the subscribers' quotas would be exhausted on nearly
-// every delivery and every PUBACK they send meets concurrent deliveries. Every message must
-// arrive before the deadline (a parked or deadlocked delivery does not), and the broker must
-// have dropped the subscribers' announced Receive Maximum, the setup that keeps mochi off its
-// quota path. Without the hook this test stalls in every run (parked messages).
+// TestQuotaExhaustionDoesNotDeadlock drives mochi towards both hazards of its Receive Maximum
+// handling (see the package doc). Two subscribers share one subscription and acknowledge every
+// message while four publishers deliver 4,000 QoS 1 messages to them from eight goroutines
+// each, so that every PUBACK the subscribers send meets concurrent deliveries: with Receive
+// Maximum 1 and 2 their quotas would be exhausted on nearly every delivery (without the hook
+// every run stalls on parked messages); with 2048, the bridge's default, they would have quota
+// left and take the nested read lock after every PUBACK (without the hook 3 of 20 runs here
+// deadlocked in Inflight.NextImmediate against Inflight.Set). Every message must arrive before
+// the deadline, and the broker must have dropped the subscribers' announced Receive Maximum,
+// the setup that keeps mochi off its quota path.
 func TestQuotaExhaustionDoesNotDeadlock(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		recvMax [2]uint16
+	}{
+		{"quota exhausted (Receive Maximum 1 and 2)", [2]uint16{1, 2}},
+		{"quota left (Receive Maximum 2048, the bridge's)", [2]uint16{2048, 2048}},
+	} {
+		t.Run(tt.name, func(t *testing.T) { deliverUnderQuota(t, tt.recvMax) })
+	}
+}
+
+func deliverUnderQuota(t *testing.T, recvMax [2]uint16) {
 	const (
 		publishers = 4
 		perPub     = 1000
@@ -38,9 +52,9 @@ func TestQuotaExhaustionDoesNotDeadlock(t *testing.T) {
 	defer cancel()
 
 	var received atomic.Int64
-	for i, recvMax := range []uint16{1, 2} {
+	for i, rm := range recvMax {
 		id := fmt.Sprintf("sub-%d", i)
-		c := dial(t, ctx, b, id, &recvMax, func(paho.PublishReceived) (bool, error) {
+		c := dial(t, ctx, b, id, &rm, func(paho.PublishReceived) (bool, error) {
 			received.Add(1)
 			return true, nil
 		})
