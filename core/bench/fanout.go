@@ -85,6 +85,8 @@ type FanoutStep struct {
 	Connected        int64   `json:"connected"`
 	LoadAvg          string  `json:"loadavg"`
 	LoadCPUBusy      float64 `json:"load_cpu_busy"` // share of the load CPU in use (/proc/stat)
+	BenchCores       float64 `json:"bench_cores"`   // this process (riders, publisher)
+	RedisCores       float64 `json:"redis_cores"`
 	SeqErrors        int64   `json:"seq_errors"`
 	WindowSeconds    float64 `json:"window_s"`
 	KneeStep         bool    `json:"knee_step,omitempty"`
@@ -310,7 +312,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 	rates := append([]int(nil), cfg.Rates...)
 	extra := 0
 	for k := 0; k < len(rates); k++ {
-		st, err := runStep(ctx, cfg, rates[k], edge.Process.Pid, admin, w, pub, rs, logf)
+		st, err := runStep(ctx, cfg, rates[k], edge.Process.Pid, redis.Process.Pid, admin, w, pub, rs, logf)
 		if err != nil {
 			return res, err
 		}
@@ -329,7 +331,7 @@ func Fanout(ctx context.Context, cfg FanoutConfig) (*FanoutResult, error) {
 }
 
 // runStep drives one rate: warm-up, then the window.
-func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, admin string, w *world, pub *publisher, rs *riderSet,
+func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid, redisPID int, admin string, w *world, pub *publisher, rs *riderSet,
 	logf func(string, ...any)) (FanoutStep, error) {
 	st := FanoutStep{Target: rate}
 	pctx, stop := context.WithCancel(ctx)
@@ -344,6 +346,8 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, admin str
 	}
 	rs.measure()
 	cpu0 := cpuStat()
+	self0, _ := procSample(os.Getpid())
+	redis0, _ := procSample(redisPID)
 	p0 := pub.stats()
 	s0, err := sampleEdge(pid)
 	if err != nil {
@@ -368,6 +372,8 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, admin str
 	win := time.Since(t0).Seconds()
 	p1 := pub.stats()
 	cpu1 := cpuStat()
+	self1, _ := procSample(os.Getpid())
+	redis1, _ := procSample(redisPID)
 	c := rs.c.load()
 	h := &rs.hist
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -395,6 +401,8 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, admin str
 	st.Cuts, st.Drops, st.Connected, st.SeqErrors = c.Cuts, c.Drops, c.Connected, c.SeqErrors
 	st.CutsAndDropsText = fmt.Sprintf("%d cut, %d dropped", c.Cuts, c.Drops)
 	st.LoadAvg = loadAvg()
+	st.BenchCores = (self1.CPUSeconds - self0.CPUSeconds) / win
+	st.RedisCores = (redis1.CPUSeconds - redis0.CPUSeconds) / win
 	if cfg.LoadCPU >= 0 {
 		st.LoadCPUBusy = cpu1.busy(cpu0, cfg.LoadCPU)
 	}
@@ -403,9 +411,9 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid int, admin str
 			logf("fanout: profile: %v", err)
 		}
 	}
-	logf("fanout: %6d/s delivered %7.0f/s (predicted %.0f, %.0f fixes/s, %d vehicles) edge %.2f cores %.2f µs/event %.0f events/CPU-s %.2f events/write p50 %.1f p99 %.1f p99.9 %.1f ms RSS %.0f MB; load CPU %.0f%% busy, loadavg %s, %s",
+	logf("fanout: %6d/s delivered %7.0f/s (predicted %.0f, %.0f fixes/s, %d vehicles) edge %.2f cores %.2f µs/event %.0f events/CPU-s %.2f events/write p50 %.1f p99 %.1f p99.9 %.1f ms RSS %.0f MB; load CPU %.0f%% busy (bench %.2f, redis %.2f cores), loadavg %s, %s",
 		rate, st.Delivered, st.Predicted, st.Updates, st.Vehicles, st.EdgeCores, st.MicrosPerEvent, st.EventsPerCPUSec,
-		st.EventsPerWrite, st.Latency.P50ms, st.Latency.P99ms, st.Latency.P999ms, st.RSSMB, 100*st.LoadCPUBusy, st.LoadAvg, st.CutsAndDropsText)
+		st.EventsPerWrite, st.Latency.P50ms, st.Latency.P99ms, st.Latency.P999ms, st.RSSMB, 100*st.LoadCPUBusy, st.BenchCores, st.RedisCores, st.LoadAvg, st.CutsAndDropsText)
 	return st, nil
 }
 
@@ -423,16 +431,16 @@ func (r *FanoutResult) WriteTable(w io.Writer) {
 	if len(r.Steps) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "%9s %10s %10s %6s %8s %11s %8s %8s %8s %8s %7s %5s %s\n", "target/s", "delivered", "fixes/s", "cores",
-		"µs/event", "events/CPUs", "ev/write", "p50 ms", "p99 ms", "p99.9 ms", "RSS MB", "load%", "loadavg")
+	fmt.Fprintf(w, "%9s %10s %10s %6s %8s %11s %8s %8s %8s %8s %7s %5s %5s %s\n", "target/s", "delivered", "fixes/s", "cores",
+		"µs/event", "events/CPUs", "ev/write", "p50 ms", "p99 ms", "p99.9 ms", "RSS MB", "load%", "bench", "loadavg")
 	for _, s := range r.Steps {
 		mark := ""
 		if s.KneeStep {
 			mark = " (knee search)"
 		}
-		fmt.Fprintf(w, "%9d %10.0f %10.0f %6.2f %8.2f %11.0f %8.2f %8.1f %8.1f %8.1f %7.0f %5.0f %s%s\n", s.Target, s.Delivered,
+		fmt.Fprintf(w, "%9d %10.0f %10.0f %6.2f %8.2f %11.0f %8.2f %8.1f %8.1f %8.1f %7.0f %5.0f %5.2f %s%s\n", s.Target, s.Delivered,
 			s.Updates, s.EdgeCores, s.MicrosPerEvent, s.EventsPerCPUSec, s.EventsPerWrite, s.Latency.P50ms, s.Latency.P99ms,
-			s.Latency.P999ms, s.RSSMB, 100*s.LoadCPUBusy, s.LoadAvg, mark)
+			s.Latency.P999ms, s.RSSMB, 100*s.LoadCPUBusy, s.BenchCores, s.LoadAvg, mark)
 		if s.Cuts+s.Drops+s.SeqErrors > 0 {
 			fmt.Fprintf(w, "%9s %s, %d seq errors\n", "", s.CutsAndDropsText, s.SeqErrors)
 		}

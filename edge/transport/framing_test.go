@@ -5,8 +5,11 @@ import (
 	"bytes"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/meshcast/meshcast/edge/session"
@@ -194,5 +197,41 @@ func TestFrameWriterOneWritePerFrame(t *testing.T) {
 		if !bytes.Equal(c.writes[i], want[i]) {
 			t.Fatalf("write %d: %d bytes, want the %d-byte frame", i, len(c.writes[i]), len(want[i]))
 		}
+	}
+}
+
+// flushCounter is a ResponseWriter that counts flushes.
+type flushCounter struct {
+	*httptest.ResponseRecorder
+	flushes int
+}
+
+func (f *flushCounter) Flush() { f.flushes++; f.ResponseRecorder.Flush() }
+
+// TestGRPCWebBatchFlushedOnce: grpc-go's handler transport flushes after every message; with a
+// batch's n-1 flushes to skip, the deadlineWriter flushes a batch once, after its last message,
+// and batches queued back to back never leave the last flush skipped.
+func TestGRPCWebBatchFlushedOnce(t *testing.T) {
+	var skip atomic.Int32
+	var cut atomic.Bool
+	fc := &flushCounter{ResponseRecorder: httptest.NewRecorder()}
+	d := &deadlineWriter{ResponseWriter: fc, rc: http.NewResponseController(fc), timeout: time.Second, cut: &cut, skip: &skip}
+	for _, n := range []int{3, 1, 5} { // one batch at a time
+		skip.Add(int32(n - 1))
+		for range n {
+			d.Write([]byte("m"))
+			d.Flush()
+		}
+	}
+	if fc.flushes != 3 {
+		t.Fatalf("%d flushes for 3 batches, want 3", fc.flushes)
+	}
+	skip.Add(2) // two batches of 3 queued before their messages are written
+	skip.Add(2)
+	for range 6 {
+		d.Flush()
+	}
+	if fc.flushes != 5 || skip.Load() != 0 {
+		t.Fatalf("%d flushes (skip %d) after two queued batches, want 5 (the last two of the six)", fc.flushes, skip.Load())
 	}
 }

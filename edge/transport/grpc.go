@@ -228,7 +228,7 @@ func recvRequest(st grpc.ServerStream) (*meshcastv1.WatchRequest, error) {
 // sendFrames sends the session's events, each one message, until NextBatch or a send fails, or
 // the rider is found too slow (see stallWatch and sendQueue).
 func (s *Server) sendFrames(rs *stream, st grpc.ServerStream) error {
-	w := &grpcWriter{st: st}
+	w := &grpcWriter{st: st, web: webRequestFrom(st.Context())}
 	q := newSendQueue(connFrom(st.Context()), s.o.SendBuffer, s.o.WriteTimeout) // gRPC-Web on HTTP/1.1 only
 	if q == nil && rs.transport == nameGRPC {
 		wd, err := newStallWatch(st, s.o.WriteTimeout)
@@ -249,8 +249,9 @@ func (s *Server) sendFrames(rs *stream, st grpc.ServerStream) error {
 type grpcWriter struct {
 	st    grpc.ServerStream
 	wd    *stallWatch
-	first int   // where the batch's first message starts
-	ends  []int // where each message ends
+	web   *webRequest // gRPC-Web: a batch's messages are flushed once
+	first int         // where the batch's first message starts
+	ends  []int       // where each message ends
 	msg   rawMessage
 }
 
@@ -272,12 +273,18 @@ func (w *grpcWriter) writeBatch(bp *[]byte) error {
 	root := mem.NewBuffer(bp, batchPool{})
 	defer root.Free()
 	w.wd.arm()
+	if w.web != nil && w.web.batchFlush.Load() && len(w.ends) > 1 {
+		w.web.skipFlushes.Add(int32(len(w.ends) - 1))
+	}
 	start := w.first
 	for _, end := range w.ends {
 		w.msg.buf = root.Slice(start, end) // grpc-go's codec takes this reference
 		start = end
 		if err := w.st.SendMsg(&w.msg); err != nil {
 			w.msg.buf = nil
+			if w.web != nil {
+				w.web.skipFlushes.Store(0) // the stream ends: nothing held back
+			}
 			if w.wd.fired() {
 				return session.ErrTooSlow
 			}

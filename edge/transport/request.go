@@ -179,6 +179,10 @@ type webRequest struct {
 	*firstRequest
 	rc  *http.ResponseController
 	eof atomic.Bool // the body was read to its end
+	// skipFlushes is how many of the response's coming flushes to skip (deadlineWriter): a
+	// batch's messages are flushed once, after the last (see grpcWriter).
+	skipFlushes atomic.Int32
+	batchFlush  atomic.Bool // the response is a deadlineWriter, which skips them
 
 	mu       sync.Mutex
 	released bool // ServeHTTP returned: the ResponseWriter must not be used any more

@@ -461,7 +461,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r, release := s.webFirstRequest(w, r, false, stalledGRPCWebReqst)
 		defer release()
 		wr := webRequestFrom(r.Context())
-		s.web.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.o.WriteTimeout, cut: &wr.cutting}, r)
+		wr.batchFlush.Store(true)
+		s.web.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.o.WriteTimeout,
+			cut: &wr.cutting, skip: &wr.skipFlushes}, r)
 	case s.web.IsAcceptableGrpcCorsRequest(r):
 		s.web.ServeHTTP(w, r)
 	case r.URL.Path == PathWebSocket:
@@ -482,6 +484,10 @@ type deadlineWriter struct {
 	rc      *http.ResponseController
 	timeout time.Duration
 	cut     *atomic.Bool // the request's body was cut: the connection closes after the answer
+	// skip counts flushes to skip: grpc-go's handler transport flushes after every message, and
+	// a batch's messages are flushed once, after its last (the flushes of a batch come in order
+	// on the request's goroutine, so the last flush of the last batch is never skipped).
+	skip *atomic.Int32
 }
 
 func (d *deadlineWriter) WriteHeader(code int) {
@@ -497,6 +503,9 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 }
 
 func (d *deadlineWriter) Flush() {
+	if d.skip != nil && d.skip.Load() > 0 && d.skip.Add(-1) >= 0 {
+		return
+	}
 	d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
 	d.rc.Flush()
 }
