@@ -108,9 +108,11 @@
 // applies its moves), with small or no buffers. One send pump serves every transport (pump: a
 // riderWriter is a transport's framing and its write): each batch is encoded once, in the
 // rider's own format, straight into a pooled buffer taken when the batch is ready and given
-// back once written (for gRPC, once grpc-go has written each message, through mem.Buffer
-// references). A WebSocket batch is one write system call whatever its size (frameWriter). A native gRPC stream is grpc-go's
-// handler goroutine. BenchmarkIdleRiderMemory measures each (see BENCHMARKS.md).
+// back once written (for gRPC the batch moves into a buffer of grpc-go's pool, of its size class,
+// and each message is a mem.Buffer view of it that grpc-go releases once written: a stalled
+// stream's queued messages pin no more than their own batches). A WebSocket batch is one write
+// system call whatever its size (frameWriter), a gRPC-Web batch one flush. A native gRPC stream
+// is grpc-go's handler goroutine. BenchmarkIdleRiderMemory measures each (see BENCHMARKS.md).
 //
 // # Stop
 //

@@ -243,9 +243,10 @@ func (s *Server) sendFrames(rs *stream, st grpc.ServerStream) error {
 }
 
 // grpcWriter is the gRPC adapter of the send pump (native gRPC, and gRPC-Web through grpc-go):
-// each event is one message, sent with SendMsg straight from the batch's pooled buffer. grpc-go
-// holds each message by reference (mem.Buffer views of the batch) until its transport has
-// written it; the last release returns the buffer to the pool.
+// each event is one message. The batch moves into a buffer of grpc-go's own pool (mem.Copy: of
+// the batch's size class, so a stalled stream's queued messages pin no more than their batches)
+// and each message is sent as a view of it: grpc-go holds the views until its transport has
+// written them, and the last release returns the buffer to grpc-go's pool.
 type grpcWriter struct {
 	st    grpc.ServerStream
 	wd    *stallWatch
@@ -270,7 +271,8 @@ func (w *grpcWriter) End(b []byte, _ int) []byte {
 }
 
 func (w *grpcWriter) writeBatch(bp *[]byte) error {
-	root := mem.NewBuffer(bp, batchPool{})
+	root := mem.Copy(*bp, mem.DefaultBufferPool())
+	putBuf(bp)
 	defer root.Free()
 	w.wd.arm()
 	if w.web != nil && w.web.batchFlush.Load() && len(w.ends) > 1 {
@@ -297,21 +299,6 @@ func (w *grpcWriter) writeBatch(bp *[]byte) error {
 	}
 	return nil
 }
-
-// batchPool is bufPool as a grpc-go mem.BufferPool: a batch's buffer comes back to it once
-// grpc-go has written every message of the batch.
-type batchPool struct{}
-
-func (batchPool) Get(n int) *[]byte {
-	b := getBuf()
-	if cap(*b) < n {
-		*b = make([]byte, n)
-	}
-	*b = (*b)[:n]
-	return b
-}
-
-func (batchPool) Put(b *[]byte) { putBuf(b) }
 
 // stallWatch cuts a native gRPC stream whose send stays blocked for the write timeout. Streams
 // share HTTP/2 connections, so a client that stops reading one stream is not visible on the
