@@ -150,6 +150,7 @@ func Defaults() Config {
 		Heartbeat:        15 * time.Second,
 		QueueLimit:       256,
 		MaxBatch:         64,
+		WriteDelay:       50 * time.Millisecond,
 		WriteTimeout:     10 * time.Second,
 		SendBuffer:       256 << 10,
 		HandshakeTimeout: 10 * time.Second,
