@@ -39,7 +39,9 @@ type Config struct {
 	Mix     map[Transport]int
 	RadiusM uint32
 	// GRPCConns is the number of HTTP/2 connections per edge (per process) the gRPC riders
-	// share (default 8).
+	// share (default 8, and at least one per 50 riders of the process: the edge admits
+	// -max-streams-per-conn streams on one connection, 100 by default, and grpc-go queues the
+	// streams past it until others end).
 	GRPCConns int
 	// ConnectConcurrency bounds the riders connecting at once (per process; default 64).
 	ConnectConcurrency int
@@ -363,7 +365,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		group = g
 	} else {
-		rs, err := newRiderSet(context.Background(), cfg.Edges, cfg.RadiusM, nil, cfg.GRPCConns)
+		rs, err := newRiderSet(context.Background(), cfg.Edges, cfg.RadiusM, nil, max(cfg.GRPCConns, cfg.Riders/50+1))
 		if err != nil {
 			return nil, err
 		}
@@ -583,7 +585,7 @@ func ServeChild(ctx context.Context, cfg Config, index, offset, riders int, in i
 			local = net.IPv4(127, 0, 0, byte(2+index%250))
 		}
 	}
-	rs, err := newRiderSet(context.Background(), cfg.Edges, cfg.RadiusM, local, cfg.GRPCConns)
+	rs, err := newRiderSet(context.Background(), cfg.Edges, cfg.RadiusM, local, max(cfg.GRPCConns, riders/50+1))
 	if err != nil {
 		return err
 	}
