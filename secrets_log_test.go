@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshcast/meshcast/core/bus/redistest"
 	"github.com/meshcast/meshcast/core/mosquittotest"
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // secretPW is the Redis password of TestNoPasswordInLogs: it must appear in no output.
@@ -175,41 +176,40 @@ func TestNoPasswordInLogs(t *testing.T) {
 // waitStatus polls url until it answers code and returns the body.
 func waitStatus(t *testing.T, url string, code int) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var body string
+	var last error
+	if !testwait.Until(30*time.Second, func() bool {
 		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == code {
-				return string(b)
-			}
+		if last = err; err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: no %d within 30s (last %v)", url, code, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		return resp.StatusCode == code
+	}) {
+		t.Fatalf("%s: no %d within 30s (last %v)", url, code, last)
 	}
+	return body
 }
 
 // waitMetric polls the admin /metrics until the sample named (with its labels) is above 0.
 func waitMetric(t *testing.T, admin, sample string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !testwait.Until(30*time.Second, func() bool {
 		resp, err := http.Get(admin + "/metrics")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			for _, line := range strings.Split(string(b), "\n") {
-				if v, ok := strings.CutPrefix(line, sample+" "); ok && v != "0" {
-					return
-				}
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, sample+" "); ok && v != "0" {
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s/metrics: %s not above 0 within 30s", admin, sample)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, bounded by the deadline
+		return false
+	}) {
+		t.Fatalf("%s/metrics: %s not above 0 within 30s", admin, sample)
 	}
 }

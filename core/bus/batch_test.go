@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // gatedExec is a batcher exec for tests: it records every batch, answers req*10 for each item
@@ -423,21 +425,17 @@ func newTestGate(re *roundExec) (*gate, *fakeTimer) {
 // waitJoined waits until n batchers have joined the gate's armed round.
 func waitJoined(t *testing.T, g *gate, n int) {
 	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for {
+	j := -1
+	if !testwait.Until(waitTimeout, func() bool {
 		g.mu.Lock()
-		j := -1
+		j = -1
 		if g.cur != nil {
 			j = g.cur.joined
 		}
 		g.mu.Unlock()
-		if j == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d batchers joined the armed round (-1: none armed), want %d", j, n)
-		}
-		time.Sleep(time.Millisecond) // polling interval, bounded by the deadline
+		return j == n
+	}) {
+		t.Fatalf("%d batchers joined the armed round (-1: none armed), want %d", j, n)
 	}
 }
 
