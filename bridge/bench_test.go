@@ -47,7 +47,9 @@ func envInt(name string, def int) int {
 // max_inflight_messages: the publishers' in-flight limit, default the harness's 1000),
 // MESHCAST_BENCH_PROFILE=file (CPU profile of the bridge, MESHCAST_BENCH_PROFILE_SECONDS long),
 // MESHCAST_BENCH_RATE (messages per second over all publishers instead of as fast as they can:
-// the bridge's CPU per message at a fleet's steady rate, e.g. 3,333 for 10,000 taxis at 3 s),
+// the bridge's CPU per message at a fleet's steady rate, e.g. 3,333 for 10,000 taxis at 3 s;
+// each fix's ts is then its send time, and age-p50/p99/p99.9-ms report the quantiles of the
+// bridge's meshcast_bridge_fix_age_seconds: send to acknowledgement),
 // MESHCAST_BENCH_BATCH_DELAY (bridge -bus-batch-delay), MESHCAST_BENCH_IDLE_SECONDS (first measure the idle CPU of the bridge, mosquitto and Redis for
 // that long, logged), MESHCAST_BENCH_BIN (the meshcast binary to run as the bridge instead of one built from this
 // tree: an A/B comparison of two builds, or a wrapper script that pins it to a core).
@@ -98,8 +100,9 @@ func benchBridge(b *testing.B, backlog bool) {
 		}
 	}
 	type msg struct {
-		topic   string
-		payload []byte
+		topic    string
+		payload  []byte
+		lat, lon float64
 	}
 	base := time.Now().UnixMilli() - 20*60*1000
 	perConn := make([][]msg, k)
@@ -107,8 +110,11 @@ func benchBridge(b *testing.B, backlog bool) {
 		veh, fix := j%v, j/v
 		p := pos[veh]
 		p[0] += float64(fix) * 0.0001
-		perConn[veh%k] = append(perConn[veh%k], msg{fmt.Sprintf("taxi/bench/v%d/state", veh),
-			fixJSON(p[0], p[1], base+int64(fix)*3000, "vacant")})
+		ms := msg{topic: fmt.Sprintf("taxi/bench/v%d/state", veh), lat: p[0], lon: p[1]}
+		if rate == 0 {
+			ms.payload = fixJSON(p[0], p[1], base+int64(fix)*3000, "vacant")
+		}
+		perConn[veh%k] = append(perConn[veh%k], ms)
 	}
 
 	for i := range b.N {
@@ -146,7 +152,14 @@ func benchBridge(b *testing.B, backlog bool) {
 								time.Sleep(d)
 							}
 						}
-						_, err := pubs[c].PublishWithOptions(ctx, &paho.Publish{Topic: ms.topic, QoS: 1, Payload: ms.payload},
+						payload := ms.payload
+						if payload == nil {
+							// Paced: the fix's ts is its send time, rounded to the nearest ms, so
+							// that the bridge's meshcast_bridge_fix_age_seconds measures the delay
+							// from the publisher's send to the acknowledgement (±0.5 ms).
+							payload = fixJSON(ms.lat, ms.lon, (time.Now().UnixMicro()+500)/1000, "vacant")
+						}
+						_, err := pubs[c].PublishWithOptions(ctx, &paho.Publish{Topic: ms.topic, QoS: 1, Payload: payload},
 							paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
 						if err != nil {
 							b.Errorf("publish: %v", err)
@@ -230,6 +243,13 @@ func benchBridge(b *testing.B, backlog bool) {
 		b.ReportMetric(float64(cs1-cs0)/float64(m), "bridge-switches/msg")
 		for _, q := range []float64{0.5, 0.99, 0.999} {
 			b.ReportMetric(lat.quantile(q)*1000, fmt.Sprintf("p%g-ms", q*100))
+		}
+		if age := scrapeHistogram(proc.admin, "meshcast_bridge_fix_age_seconds"); rate > 0 && len(age.le) > 0 {
+			// Send to acknowledgement (the fixes' ts is their send time): what the bridge adds
+			// before its receipt (a read delay) shows here and not in processing.
+			for _, q := range []float64{0.5, 0.99, 0.999} {
+				b.ReportMetric(age.quantile(q)*1000, fmt.Sprintf("age-p%g-ms", q*100))
+			}
 		}
 		if bw := scrapeHistogram(proc.admin, "meshcast_bus_batch_wait_seconds"); len(bw.le) > 0 {
 			b.ReportMetric(bw.quantile(0.5)*1000, "bus-wait-p50-ms")

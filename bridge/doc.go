@@ -54,6 +54,7 @@
 //	meshcast_bridge_messages_handed_back_total       messages left unacknowledged at shutdown
 //	meshcast_bridge_queue_depth                      messages waiting in the worker queues
 //	meshcast_bridge_processing_seconds               receipt to acknowledgement, per message
+//	meshcast_bridge_fix_age_seconds                  the fix's ts to acknowledgement, per applied fix
 //	meshcast_bridge_connected                        1 while connected to the broker
 //	meshcast_bridge_connections_total                connections established (first and reconnects)
 package bridge

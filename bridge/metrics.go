@@ -27,6 +27,7 @@ type metrics struct {
 	handedBack  prometheus.Counter
 	queueDepth  prometheus.GaugeFunc
 	processing  prometheus.Histogram
+	fixAge      prometheus.Histogram
 	connected   prometheus.Gauge
 	connections prometheus.Counter
 	all         []prometheus.Collector
@@ -63,6 +64,13 @@ func newMetrics(queueDepth func() float64) *metrics {
 			Help:    "Time from a message's receipt to its acknowledgement (queueing, decoding, classification, bus).",
 			Buckets: processingBuckets,
 		}),
+		fixAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meshcast_bridge_fix_age_seconds",
+			Help: "Time from a fix's ts (the terminal's clock, ms) to its acknowledgement, for fixes applied to the bus: the delay riders see when the clocks agree.",
+			// The same fine buckets as processing (the delay added before receipt shows there too),
+			// wider at the top: a terminal may send a fix late.
+			Buckets: append(processingBuckets[:len(processingBuckets):len(processingBuckets)], 30, 60),
+		}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meshcast_bridge_connected",
 			Help: "1 while the bridge is connected to the MQTT broker.",
@@ -83,7 +91,7 @@ func newMetrics(queueDepth func() float64) *metrics {
 		m.rejected[r] = m.rejectedVec.WithLabelValues(string(r))
 	}
 	m.all = []prometheus.Collector{m.received, m.rejectedVec, applied, m.events, m.busErrors,
-		m.handedBack, m.queueDepth, m.processing, m.connected, m.connections}
+		m.handedBack, m.queueDepth, m.processing, m.fixAge, m.connected, m.connections}
 	return m
 }
 
