@@ -36,6 +36,7 @@ and the same group.`)
 	sessionExpiry := fs.Duration("session-expiry", bridge.DefaultSessionExpiry, "how long the broker keeps the session and unacknowledged messages while the bridge is away")
 	keepAlive := fs.Duration("keepalive", bridge.DefaultKeepAlive, "MQTT keep-alive")
 	ackInterval := fs.Duration("ack-interval", bridge.DefaultAckInterval, "how often ready acknowledgements are sent")
+	applyTimeout := fs.Duration("apply-timeout", bridge.DefaultApplyTimeout, "bound of one bus write attempt: a bus that does not answer in time (Redis down) fails the attempt, which is counted, logged and retried")
 	drain := fs.Duration("drain-timeout", bridge.DefaultDrainTimeout, "on shutdown, how long to finish queued messages before handing the rest back")
 	busAddr := fs.String("bus", "redis://127.0.0.1:6379", "bus address: redis://host:port, redis+cluster://host:port,host:port, memory://")
 	busPrefix := fs.String("bus-prefix", "mc", "prefix of every Redis key and channel")
@@ -73,7 +74,7 @@ and the same group.`)
 	return bridge.Run(ctx, bridge.Config{
 		Brokers: splitCommaList(*brokers), ClientID: *clientID, Username: *username, Password: *password,
 		Group: *group, TopicFilter: *topic, Workers: *workers, QueueSize: *queue, ReceiveMaximum: *receiveMax,
-		SessionExpiry: *sessionExpiry, KeepAlive: *keepAlive, AckInterval: *ackInterval, DrainTimeout: *drain,
+		SessionExpiry: *sessionExpiry, KeepAlive: *keepAlive, AckInterval: *ackInterval, ApplyTimeout: *applyTimeout, DrainTimeout: *drain,
 		BusAddr: *busAddr, BusPrefix: *busPrefix, BusBatchDelay: *busBatchDelay, Admin: *admin,
 		Classifier: &telemetry.Classifier{Zones: zones, TTL: *ttl, MaxSkew: *maxSkew},
 		Decoder:    telemetry.Decoder{MaxPayloadBytes: *maxPayload},

@@ -32,6 +32,7 @@ const (
 	DefaultReconnectMax      = 15 * time.Second
 	DefaultRetryMin          = 50 * time.Millisecond
 	DefaultRetryMax          = 5 * time.Second
+	DefaultApplyTimeout      = 5 * time.Second
 	DefaultAckInterval       = 5 * time.Millisecond
 	DefaultDrainTimeout      = 10 * time.Second
 	DefaultRejectLogInterval = 10 * time.Second
@@ -96,6 +97,11 @@ type Config struct {
 	ReconnectMin, ReconnectMax time.Duration
 	// RetryMin and RetryMax bound the exponential backoff between attempts of a failing bus.Apply.
 	RetryMin, RetryMax time.Duration
+	// ApplyTimeout bounds one bus.Apply attempt: a bus that does not answer in time (Redis
+	// killed: its client retries the connection for as long as the call's context allows) fails
+	// the attempt, which is counted (meshcast_bridge_bus_errors_total), logged and retried with
+	// backoff like any bus error. Default DefaultApplyTimeout.
+	ApplyTimeout time.Duration
 	// AckInterval is how often paho sends the acknowledgements that are ready (in receive order).
 	AckInterval time.Duration
 	// DrainTimeout bounds the shutdown: how long the workers may take to finish queued messages.
@@ -210,6 +216,7 @@ func (c Config) withDefaults() (Config, []*url.URL, error) {
 	dur("reconnect max", &c.ReconnectMax, max(DefaultReconnectMax, 2*c.ReconnectMin), 2*c.ReconnectMin, time.Hour)
 	dur("retry min", &c.RetryMin, DefaultRetryMin, time.Millisecond, time.Hour)
 	dur("retry max", &c.RetryMax, max(DefaultRetryMax, c.RetryMin), c.RetryMin, time.Hour)
+	dur("apply timeout", &c.ApplyTimeout, DefaultApplyTimeout, time.Millisecond, time.Hour)
 	dur("ack interval", &c.AckInterval, DefaultAckInterval, 100*time.Microsecond, 10*time.Second)
 	dur("drain timeout", &c.DrainTimeout, DefaultDrainTimeout, time.Millisecond, time.Hour)
 	dur("reject log interval", &c.RejectLogInterval, DefaultRejectLogInterval, time.Millisecond, 24*time.Hour)

@@ -23,8 +23,9 @@
 // in the bus, or when it was rejected (undecodable, invalid, timestamp too far
 // in the future or older than the TTL, e.g. in seconds: counted by
 // telemetry.Reason, logged at most once per
-// RejectLogInterval per reason, and dropped). A bus error is retried with
-// exponential backoff until it succeeds or the bridge stops; a message whose
+// RejectLogInterval per reason, and dropped). A bus error (or an attempt that
+// gets no answer within ApplyTimeout, e.g. Redis is down) is counted, logged and
+// retried with exponential backoff until it succeeds or the bridge stops; a message whose
 // result is not in the bus is never acknowledged. The session is persistent
 // (Clean Start false, SessionExpiry > 0, a stable client id), so the broker
 // redelivers every unacknowledged message after a reconnect, a restart or a

@@ -153,8 +153,9 @@ func (p *pipeline) worker(q chan message) {
 }
 
 // process decodes, classifies and applies one message, then acknowledges it. Invalid
-// messages are counted, logged (rate-limited) and acknowledged. A failing bus is retried until
-// it works or the drain deadline passes; then the message is handed back unacknowledged.
+// messages are counted, logged (rate-limited) and acknowledged. A failing bus (an error, or no
+// answer within ApplyTimeout) is counted, logged and retried until it works or the drain deadline
+// passes; then the message is handed back unacknowledged.
 func (p *pipeline) process(msg *message) {
 	if p.abort.Err() != nil {
 		p.m.handedBack.Inc()
@@ -176,7 +177,11 @@ func (p *pipeline) process(msg *message) {
 	}
 	u := bus.Update{Vehicle: f.ToVehicle(res.Mesh), Dispatchable: res.Dispatchable, Reason: res.Reason}
 	for attempt := 0; ; attempt++ {
-		r, err := p.cfg.Bus.Apply(p.abort, u)
+		// Each attempt has its own deadline: without one a Redis that is gone (its client retries
+		// the connection for as long as the context allows) would hold the message, unseen.
+		actx, cancel := context.WithTimeout(p.abort, p.cfg.ApplyTimeout)
+		r, err := p.cfg.Bus.Apply(actx, u)
+		cancel()
 		if err == nil {
 			if r.Applied {
 				p.m.applied.Inc()

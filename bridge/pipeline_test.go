@@ -1,11 +1,13 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/bus/redistest"
 	"github.com/meshcast/meshcast/core/geofence"
 	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/telemetry"
@@ -87,6 +90,12 @@ func (a *fakeAcker) ids() []uint16 {
 
 func testPipeline(t testing.TB, b bus.Bus, workers, queue int) (*pipeline, *metrics) {
 	t.Helper()
+	return testPipelineWith(t, b, workers, queue, 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// testPipelineWith is testPipeline with an apply timeout (0: the default) and a logger.
+func testPipelineWith(t testing.TB, b bus.Bus, workers, queue int, applyTimeout time.Duration, logger *slog.Logger) (*pipeline, *metrics) {
+	t.Helper()
 	zones, err := geofence.LoadFile("../deploy/zones/tokyo.geojson")
 	if err != nil {
 		t.Fatal(err)
@@ -95,8 +104,8 @@ func testPipeline(t testing.TB, b bus.Bus, workers, queue int) (*pipeline, *metr
 		Bus: b, Workers: workers, QueueSize: queue,
 		Classifier: &telemetry.Classifier{Zones: zones},
 		Now:        func() time.Time { return time.UnixMilli(baseMs) },
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		RetryMin:   time.Millisecond, RetryMax: 2 * time.Millisecond,
+		Logger:     logger,
+		RetryMin:   time.Millisecond, RetryMax: 2 * time.Millisecond, ApplyTimeout: applyTimeout,
 	}.withDefaults()
 	if err != nil {
 		t.Fatal(err)
@@ -318,4 +327,68 @@ func value(c prometheus.Metric) float64 {
 		return m.Gauge.GetValue()
 	}
 	panic("not a counter or gauge")
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// With its real Redis SIGKILLed, the bus gets no answer: each Apply attempt fails at the apply
+// timeout and is counted (meshcast_bridge_bus_errors_total), logged and retried, and the message
+// is not acknowledged; once Redis is back, a retry applies and acknowledges it. (Before the
+// timeout, rueidis retried the dead connection for as long as the worker's context allowed, which
+// was for ever: the message sat in Apply, and no error was counted or logged.)
+func TestPipelineRetriesADeadRedis(t *testing.T) {
+	single := redistest.StartSingle(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	b, err := bus.Open(ctx, single.URL(), bus.Options{TTL: time.Hour, KeyPrefix: "deadredis"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var logs syncBuffer
+	p, m := testPipelineWith(t, b, 4, 4, 100*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+	p.start()
+	a := &fakeAcker{}
+	p.submit(msg(1, "taxi/acme/v1/state", fixJSON(35.681236, 139.767125, baseMs-1000, "vacant"), a))
+	testwait.For(t, waitTimeout, "the first fix to be applied and acknowledged", func() bool { return len(a.ids()) == 1 })
+
+	single.Kill()
+	p.submit(msg(2, "taxi/acme/v2/state", fixJSON(35.681236, 139.767125, baseMs-1000, "vacant"), a))
+	testwait.For(t, waitTimeout, "two failed apply attempts to be counted", func() bool { return value(m.busErrors) >= 2 })
+	if got := a.ids(); len(got) != 1 {
+		t.Fatalf("acknowledged %v with Redis down, want only [1]", got)
+	}
+	if !strings.Contains(logs.String(), "bus apply failed, retrying") || !strings.Contains(logs.String(), "vehicle=acme/v2") {
+		t.Fatalf("no log line for the failing apply:\n%s", logs.String())
+	}
+
+	if err := single.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, waitTimeout, "the second fix to be acknowledged once Redis is back", func() bool { return len(a.ids()) == 2 })
+	p.close(waitTimeout)
+	if got := value(m.applied); got != 2 {
+		t.Fatalf("applied = %v, want 2", got)
+	}
+	// The restarted server started empty: the second fix's vehicle state is there, the first's not.
+	keys, err := single.Do("KEYS", "deadredis:*:acme/*")
+	if err != nil || !strings.HasSuffix(fmt.Sprint(keys), ":acme/v2]") || strings.Count(fmt.Sprint(keys), "acme") != 1 {
+		t.Fatalf("vehicle keys after the restart = %v, %v; want acme/v2's alone", keys, err)
+	}
 }
