@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/meshcast/meshcast/core/testwait"
 )
 
 // buildMeshcast builds this command into a temporary directory.
@@ -42,10 +45,13 @@ type drainRider struct {
 }
 
 // TestEdgeDrainOnSIGTERM runs a built `meshcast edge` with 1,000 riders (WebSocket and SSE),
-// sends SIGTERM and checks: readiness turns false at once (/readyz 503, gRPC health
-// NOT_SERVING), new riders are refused with 503, every rider is told to go away (WebSocket
-// 1001, SSE end of stream after a comment) at a moment spread over -drain-window (no fifth of
-// the window holds more than 40% of them), none is left hanging, and the process exits 0.
+// sends SIGTERM and checks: readiness turns false (/readyz 503, gRPC health NOT_SERVING), new
+// riders are refused with 503, every rider is told to go away (WebSocket 1001, SSE end of stream
+// after a comment) and none is left hanging, the process exits 0, and the edge ended the streams
+// at moments spread over -drain-window: read from its own debug log ("edge draining", then one
+// "rider stream ended" reason=drain per stream, each with the edge's timestamp), so what is
+// checked is when the edge ended each stream, not when a client on a loaded machine noticed.
+// The time limits in the test only stop a hung run; the measured delays are logged.
 func TestEdgeDrainOnSIGTERM(t *testing.T) {
 	const (
 		riders = 1000
@@ -53,7 +59,7 @@ func TestEdgeDrainOnSIGTERM(t *testing.T) {
 	)
 	bin := buildMeshcast(t)
 	cmd := exec.Command(bin, "edge", "-insecure-no-auth", "-bus", "memory://", "-listen", "127.0.0.1:0",
-		"-admin", "127.0.0.1:0", "-drain-window", window.String(), "-log-level", "warn", "-log-format", "json")
+		"-admin", "127.0.0.1:0", "-drain-window", window.String(), "-log-level", "debug", "-log-format", "json")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -172,23 +178,13 @@ func TestEdgeDrainOnSIGTERM(t *testing.T) {
 	}
 	defer cc.Close()
 
-	sigterm := time.Now()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	// Readiness: poll until 503. The bound is generous (a loaded 2-core machine); the measured
-	// delay is logged.
-	var notReady time.Duration
-	for {
-		if code := getStatus(t, "http://"+adminAddr+"/readyz"); code == http.StatusServiceUnavailable {
-			notReady = time.Since(sigterm)
-			break
-		}
-		if time.Since(sigterm) > 2*time.Second {
-			t.Fatal("/readyz still not 503 2s after SIGTERM")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	// Readiness turns false; the limit only stops a hung test, the delay is logged.
+	notReady := testwait.For(t, hangLimit, "/readyz to answer 503 after SIGTERM", func() bool {
+		return getStatus(t, "http://"+adminAddr+"/readyz") == http.StatusServiceUnavailable
+	})
 	hctx, hcancel := context.WithTimeout(ctx, 5*time.Second)
 	hr, err := healthpb.NewHealthClient(cc).Check(hctx, &healthpb.HealthCheckRequest{Service: "meshcast.v1.RiderService"})
 	hcancel()
@@ -207,26 +203,23 @@ func TestEdgeDrainOnSIGTERM(t *testing.T) {
 
 	allEnded := make(chan struct{})
 	go func() { wg.Wait(); close(allEnded) }()
-	grace := 5 * time.Second
 	select {
 	case <-allEnded:
-	case <-time.After(window + grace):
+	case <-time.After(window + hangLimit):
 		cancel()
 		<-allEnded
-		t.Errorf("riders still open %v after SIGTERM (window %v)", window+grace, window)
+		t.Errorf("riders still open %v after SIGTERM (window %v)", window+hangLimit, window)
 	}
 	select {
 	case err := <-exited:
 		if err != nil {
 			t.Errorf("edge exited with %v after SIGTERM; stderr:\n%s", err, stderr.String())
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(hangLimit):
 		t.Fatal("edge did not exit after its riders left")
 	}
 
-	// How and when each rider was told to go.
-	bins := make([]int, 5)
-	var offsets []time.Duration
+	// How each rider was told to go (what the client saw).
 	for _, r := range rs {
 		want := "1001 server draining"
 		if r.kind == "sse" {
@@ -234,29 +227,68 @@ func TestEdgeDrainOnSIGTERM(t *testing.T) {
 		}
 		if !strings.HasPrefix(r.how, want) {
 			t.Errorf("%s rider ended %q, want %q...", r.kind, r.how, want)
+		}
+	}
+
+	// When the edge ended each stream, from its log: the offsets from "edge draining".
+	var drainAt time.Time
+	var ends []time.Time
+	var offsets []time.Duration
+	byTransport := map[string]int{}
+	for l := range strings.Lines(stderr.String()) {
+		var e struct {
+			Time      time.Time `json:"time"`
+			Msg       string    `json:"msg"`
+			Reason    string    `json:"reason"`
+			Transport string    `json:"transport"`
+		}
+		if json.Unmarshal([]byte(l), &e) != nil {
 			continue
 		}
-		d := r.ended.Sub(sigterm)
-		offsets = append(offsets, d)
-		b := int(d * 5 / window)
-		if b >= len(bins) {
-			b = len(bins) - 1 // the grace after the window
+		switch {
+		case e.Msg == "edge draining":
+			drainAt = e.Time
+		case e.Msg == "rider stream ended":
+			// No rider leaves before SIGTERM, so every end is the drain's. (The edge logs "edge
+			// draining" just after it scheduled the ends, so an end scheduled at ~0 may come first.)
+			if e.Reason != "drain" {
+				t.Errorf("a stream ended with reason %q, want drain", e.Reason)
+				continue
+			}
+			ends = append(ends, e.Time)
+			byTransport[e.Transport]++
 		}
-		bins[b]++
 	}
+	for _, at := range ends {
+		offsets = append(offsets, at.Sub(drainAt))
+	}
+	if drainAt.IsZero() || len(offsets) != riders {
+		t.Fatalf("the edge logged %d drain ends (and \"edge draining\": %v), want %d", len(offsets), !drainAt.IsZero(), riders)
+	}
+	if byTransport["ws"] != riders/2 || byTransport["sse"] != riders/2 {
+		t.Errorf("drain ends by transport %v, want %d ws and %d sse", byTransport, riders/2, riders/2)
+	}
+	// Spread: each stream's moment is uniform in [0, window) (rand.N), so a fifth of the window
+	// holds ~20% of them; more than 40% in one fifth means they went together. Lateness on a
+	// loaded machine only moves ends later (into the last bin, past the window), never together
+	// unless the edge stalled for a good part of the window.
 	slices.Sort(offsets)
-	t.Logf("readiness false %v after SIGTERM; disconnects per fifth of the %v window: %v; first %v, median %v, last %v",
+	bins := make([]int, 5)
+	for _, d := range offsets {
+		bins[min(max(int(d*5/window), 0), len(bins)-1)]++
+	}
+	t.Logf("readiness false %v after SIGTERM; drain ends per fifth of the %v window (edge's log): %v; first %v, median %v, last %v",
 		notReady, window, bins, offsets[0].Round(time.Millisecond), offsets[len(offsets)/2].Round(time.Millisecond),
 		offsets[len(offsets)-1].Round(time.Millisecond))
 	for i, n := range bins {
 		if n > riders*40/100 {
-			t.Errorf("fifth %d of the window holds %d of %d disconnects (over 40%%): not spread", i, n, riders)
+			t.Errorf("fifth %d of the window holds %d of %d drain ends (over 40%%): not spread", i, n, riders)
 		}
 	}
-	if last := offsets[len(offsets)-1]; last > window+grace {
-		t.Errorf("last disconnect %v after SIGTERM, beyond window + grace %v", last, window+grace)
-	}
 }
+
+// hangLimit bounds each wait of the drain test: it only stops a hung run (no speed is asserted).
+const hangLimit = 2 * time.Minute
 
 func getStatus(t *testing.T, url string) int {
 	t.Helper()
