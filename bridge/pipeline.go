@@ -205,9 +205,8 @@ func (p *pipeline) process(msg *message) {
 		}
 	}
 	p.acknowledge(msg)
-	now := time.Now()
-	p.m.processing.Observe(now.Sub(msg.received).Seconds())
-	p.m.fixAge.Observe(float64(now.UnixMicro()-f.TS*1000) / 1e6)
+	p.m.processing.Observe(time.Since(msg.received).Seconds())
+	p.m.fixAge.Observe(float64(p.cfg.Now().UnixMicro()-f.TS*1000) / 1e6)
 }
 
 func (p *pipeline) acknowledge(msg *message) {

@@ -203,6 +203,14 @@ func TestPipelineClassifiesAndRejects(t *testing.T) {
 	if got := value(m.applied); got != 2 {
 		t.Errorf("applied = %v, want 2", got)
 	}
+	// The fix age (ts to acknowledgement, on the bridge's clock) of the two applied fixes only.
+	var h dto.Metric
+	if err := m.fixAge.Write(&h); err != nil {
+		t.Fatal(err)
+	}
+	if n, sum := h.Histogram.GetSampleCount(), h.Histogram.GetSampleSum(); n != 2 || sum != 1.5 {
+		t.Errorf("fix age: %d samples summing to %vs, want 2 (1s and 0.5s old)", n, sum)
+	}
 }
 
 func TestPipelineRetriesBusUntilItWorks(t *testing.T) {
