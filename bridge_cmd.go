@@ -41,6 +41,7 @@ and the same group.`)
 	busAddr := fs.String("bus", "redis://127.0.0.1:6379", "bus address: redis://host:port, redis+cluster://host:port,host:port, memory://")
 	busPrefix := fs.String("bus-prefix", "mc", "prefix of every Redis key and channel")
 	busBatchDelay := fs.Duration("bus-batch-delay", 0, "Redis: 0 sends each idle bucket's script call at once; up to 2ms waits that long and sends the calls of all idle buckets in one pipeline (less CPU per fix at low rates, a few ms more latency; see BENCHMARKS.md)")
+	readDelay := fs.Duration("read-delay", 0, "MQTT: while messages keep coming, read the connection at most once per this delay (0-5ms), so that one system call brings several (less CPU per fix at a steady rate, up to this much more latency; see BENCHMARKS.md); 0 reads at once")
 	zonesFile := fs.String("zones", "", zonesUsage)
 	ttl := fs.Duration("ttl", telemetry.DefaultTTL, "how long a fix keeps a vehicle dispatchable")
 	maxSkew := fs.Duration("max-skew", telemetry.DefaultMaxSkew, "how far in the future a fix's ts may be")
@@ -75,7 +76,7 @@ and the same group.`)
 		Brokers: splitCommaList(*brokers), ClientID: *clientID, Username: *username, Password: *password,
 		Group: *group, TopicFilter: *topic, Workers: *workers, QueueSize: *queue, ReceiveMaximum: *receiveMax,
 		SessionExpiry: *sessionExpiry, KeepAlive: *keepAlive, AckInterval: *ackInterval, ApplyTimeout: *applyTimeout, DrainTimeout: *drain,
-		BusAddr: *busAddr, BusPrefix: *busPrefix, BusBatchDelay: *busBatchDelay, Admin: *admin,
+		BusAddr: *busAddr, BusPrefix: *busPrefix, BusBatchDelay: *busBatchDelay, ReadDelay: *readDelay, Admin: *admin,
 		Classifier: &telemetry.Classifier{Zones: zones, TTL: *ttl, MaxSkew: *maxSkew},
 		Decoder:    telemetry.Decoder{MaxPayloadBytes: *maxPayload},
 		Logger:     logger,

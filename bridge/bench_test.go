@@ -50,7 +50,7 @@ func envInt(name string, def int) int {
 // the bridge's CPU per message at a fleet's steady rate, e.g. 3,333 for 10,000 taxis at 3 s;
 // each fix's ts is then its send time, and age-p50/p99/p99.9-ms report the quantiles of the
 // bridge's meshcast_bridge_fix_age_seconds: send to acknowledgement),
-// MESHCAST_BENCH_BATCH_DELAY (bridge -bus-batch-delay), MESHCAST_BENCH_IDLE_SECONDS (first measure the idle CPU of the bridge, mosquitto and Redis for
+// MESHCAST_BENCH_BATCH_DELAY (bridge -bus-batch-delay), MESHCAST_BENCH_READ_DELAY (bridge -read-delay), MESHCAST_BENCH_IDLE_SECONDS (first measure the idle CPU of the bridge, mosquitto and Redis for
 // that long, logged), MESHCAST_BENCH_BIN (the meshcast binary to run as the bridge instead of one built from this
 // tree: an A/B comparison of two builds, or a wrapper script that pins it to a core).
 //
@@ -131,6 +131,9 @@ func benchBridge(b *testing.B, backlog bool) {
 		}
 		if d := os.Getenv("MESHCAST_BENCH_BATCH_DELAY"); d != "" {
 			args = append(args, "-bus-batch-delay", d)
+		}
+		if d := os.Getenv("MESHCAST_BENCH_READ_DELAY"); d != "" {
+			args = append(args, "-read-delay", d)
 		}
 		if r := os.Getenv("MESHCAST_BENCH_RECEIVE_MAXIMUM"); r != "" {
 			args = append(args, "-receive-maximum", r)

@@ -187,7 +187,7 @@ func (b *Bridge) clientConfig(ctx context.Context) autopaho.ClientConfig {
 			b.cfg.ReconnectMin, 2),
 		ConnectTimeout: b.cfg.ConnectTimeout,
 		AttemptConnection: func(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
-			return dialBroker(ctx, u, b.cfg.ConnectTimeout, b.cfg.TLS)
+			return dialBroker(ctx, u, b.cfg.ConnectTimeout, b.cfg.ReadDelay, b.cfg.TLS)
 		},
 		ConnectUsername: b.cfg.Username,
 		ConnectPassword: []byte(b.cfg.Password),

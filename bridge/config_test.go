@@ -42,6 +42,8 @@ func TestConfigDefaultsAndValidation(t *testing.T) {
 		{"queue", Config{Bus: mem, QueueSize: -3}, "queue size"},
 		{"bus batch delay", Config{Bus: mem, BusBatchDelay: 3 * time.Millisecond}, "bus batch delay"},
 		{"negative bus batch delay", Config{Bus: mem, BusBatchDelay: -time.Millisecond}, "bus batch delay"},
+		{"read delay", Config{Bus: mem, ReadDelay: 6 * time.Millisecond}, "read delay"},
+		{"negative read delay", Config{Bus: mem, ReadDelay: -time.Millisecond}, "read delay"},
 		{"receive maximum", Config{Bus: mem, ReceiveMaximum: 70000}, "receive maximum"},
 		{"session expiry", Config{Bus: mem, SessionExpiry: time.Millisecond}, "session expiry"},
 		{"retry", Config{Bus: mem, RetryMin: time.Second, RetryMax: time.Millisecond}, "retry max"},

@@ -25,12 +25,25 @@ const maxPendingWrite = 1 << 20
 // paho sends in a burst go out in one system call. Nothing waits for a timer: an idle
 // connection's write is flushed at once.
 //
+// With a read delay (Config.ReadDelay) it also coalesces reads: when the socket was last read
+// less than the delay ago, a read that would go to the socket (its buffer is empty) first waits
+// until the delay has passed since then, so that the messages arriving meanwhile come in with one
+// system call and one wake-up of the process instead of one each. An idle connection's first
+// message is read at once; a busy connection is read at most once per delay, and a message waits
+// at most the delay (plus the timer's lateness) before it is read.
+//
 // It implements sync.Locker so that paho's packet writer (packets.ControlPacket.WriteTo)
 // keeps the pieces of one packet together. A write error is reported by the next Write and
 // closes the connection, which paho's reader then reports.
 type batchConn struct {
 	net.Conn
 	r *bufio.Reader
+
+	// Read coalescing, used by paho's reading goroutine only.
+	readDelay time.Duration
+	lastFill  time.Time           // when a read from the socket last returned data
+	now       func() time.Time    // time.Now (tests)
+	sleep     func(time.Duration) // time.Sleep (tests)
 
 	pkt sync.Mutex // held by paho while it writes one packet (Lock/Unlock)
 
@@ -46,8 +59,10 @@ type batchConn struct {
 	once sync.Once
 }
 
-func newBatchConn(c net.Conn) *batchConn {
-	b := &batchConn{Conn: c, r: bufio.NewReaderSize(c, 64<<10), kick: make(chan struct{}, 1), done: make(chan struct{})}
+func newBatchConn(c net.Conn, readDelay time.Duration) *batchConn {
+	b := &batchConn{Conn: c, readDelay: readDelay, now: time.Now, sleep: time.Sleep,
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	b.r = bufio.NewReaderSize(fillReader{b}, 64<<10)
 	b.room = sync.NewCond(&b.mu)
 	go b.flusher()
 	return b
@@ -56,7 +71,25 @@ func newBatchConn(c net.Conn) *batchConn {
 func (b *batchConn) Lock()   { b.pkt.Lock() }
 func (b *batchConn) Unlock() { b.pkt.Unlock() }
 
-func (b *batchConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *batchConn) Read(p []byte) (int, error) {
+	if b.readDelay > 0 && b.r.Buffered() == 0 && !b.lastFill.IsZero() {
+		if d := b.readDelay - b.now().Sub(b.lastFill); d > 0 {
+			b.sleep(d)
+		}
+	}
+	return b.r.Read(p)
+}
+
+// fillReader is what the bufio.Reader of a batchConn reads from: the socket, noting when data came.
+type fillReader struct{ b *batchConn }
+
+func (f fillReader) Read(p []byte) (int, error) {
+	n, err := f.b.Conn.Read(p)
+	if n > 0 && f.b.readDelay > 0 {
+		f.b.lastFill = f.b.now()
+	}
+	return n, err
+}
 
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
@@ -134,7 +167,7 @@ func (b *batchConn) Close() error {
 }
 
 // dialBroker is autopaho's AttemptConnection: TCP or TLS, wrapped in a batchConn.
-func dialBroker(ctx context.Context, u *url.URL, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
+func dialBroker(ctx context.Context, u *url.URL, timeout, readDelay time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
 	host := u.Host
 	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
 	var (
@@ -159,5 +192,5 @@ func dialBroker(ctx context.Context, u *url.URL, timeout time.Duration, tlsCfg *
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", u.Redacted(), err)
 	}
-	return newBatchConn(c), nil
+	return newBatchConn(c, readDelay), nil
 }
