@@ -148,6 +148,10 @@ func TestNoPasswordInLogs(t *testing.T) {
 	// 3. The bus goes away under both: bus errors in both processes' logs.
 	r.Kill()
 	outputs = append(outputs, waitStatus(t, edgeAdmin+"/readyz", 503), waitStatus(t, bridgeAdmin+"/readyz", 503))
+	// The bridge's fixes fail at its apply timeout: counted and logged (they used to sit in
+	// Apply for ever, unseen), and retried.
+	waitMetric(t, bridgeAdmin, "meshcast_bridge_bus_errors_total")
+	bridge.waitOutput(t, regexp.MustCompile(`"msg":"bridge: bus apply failed, retrying"`), 30*time.Second)
 	sim.stop(t)
 	ws.CloseNow() // the hub unsubscribes the rider's meshes: bus errors
 	edge.waitOutput(t, regexp.MustCompile(`"level":"DEBUG","msg":"bus: unsubscribe failed`), 30*time.Second)
