@@ -9,6 +9,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshcast/meshcast/core/mesh"
@@ -58,8 +59,9 @@ type Session struct {
 	moveMu sync.Mutex  // serialises Move and leaving the hub
 	joined []mesh.Code // meshes registered with the hub (guarded by moveMu)
 
-	signal chan struct{} // cap 1: something for Next
-	timer  *time.Timer   // Next's wake-up: calls wake (armed by Next only)
+	signal chan struct{}                     // cap 1: something for Next
+	timer  *time.Timer                       // Next's wake-up: calls wake (armed by Next only)
+	notify atomic.Pointer[func(urgent bool)] // polled sessions (SetNotify): called instead of signal
 
 	mu       sync.Mutex // guards the rest
 	a        area
@@ -272,7 +274,7 @@ func (s *Session) move(a area) error {
 		err = s.err
 	}
 	s.mu.Unlock()
-	s.wake()
+	s.wakeUp(true)
 	return err
 }
 
@@ -298,7 +300,7 @@ func (s *Session) Close() {
 		s.o.Metrics.active.Dec()
 	}
 	s.cancel()
-	s.wake()
+	s.wakeUp(true)
 	s.leave()
 }
 
@@ -325,6 +327,16 @@ func (s *Session) resetView() {
 	clear(s.transits)
 	s.transits = s.transits[:0]
 	s.npend = 0
+}
+
+// wakeUp tells the writer there is something for it: a polled session's notify (urgent: a
+// snapshot, or the session ended: not to be held back), else the signal NextBatch waits on.
+func (s *Session) wakeUp(urgent bool) {
+	if fn := s.notify.Load(); fn != nil {
+		(*fn)(urgent)
+		return
+	}
+	s.wake()
 }
 
 func (s *Session) wake() {
@@ -357,13 +369,14 @@ func (w *watcher) Deliver(ev *hub.Event) {
 	}
 	// Only a writer parked for news is woken: one busy writing finds the update when it comes
 	// back, one held by WriteDelay when its timer fires.
-	wake := s.err != nil || s.npend > 0 && s.waiting
+	urgent := s.err != nil
+	wake := urgent || s.npend > 0 && s.waiting
 	if wake {
 		s.waiting = false
 	}
 	s.mu.Unlock()
 	if wake {
-		s.wake()
+		s.wakeUp(urgent)
 	}
 }
 
@@ -381,10 +394,11 @@ func (w *watcher) Resynced(m mesh.Code) {
 			s.dropTransit(it)
 		}
 	}
-	pending := s.npend > 0 || s.err != nil
+	urgent := s.err != nil
+	pending := s.npend > 0 || urgent
 	s.mu.Unlock()
 	if pending {
-		s.wake()
+		s.wakeUp(urgent)
 	}
 }
 
@@ -403,7 +417,7 @@ func (w *watcher) HubClosed() {
 		s.resetView()
 	}
 	s.mu.Unlock()
-	s.wake()
+	s.wakeUp(true)
 }
 
 // upsert applies a vehicle's new position (mu held).
@@ -610,26 +624,73 @@ func (s *Session) NextBatch(ctx context.Context, f Framing, buf func() []byte) (
 		b  []byte
 	)
 	err := s.next(ctx, func(now time.Time) {
-		b = buf()
-		json := f.JSON()
-		nowMs := now.UnixMilli()
-		s.observed = s.observed[:0]
-		for i := range s.outs {
-			o := &s.outs[i]
-			s.seq++
-			b = f.Begin(b, i, s.seq, o.kind)
-			start := len(b)
-			b = appendEventBody(b, json, s.seq, o, s.snap, nowMs)
-			b = f.End(b, start)
-			if o.kind == KindUpsert {
-				s.observed = append(s.observed, o.v.e.ObservedAtMs)
-			}
-			*o = out{}
-		}
-		bt = Batch{Events: len(s.outs), LastSeq: s.seq, Observed: s.observed}
-		s.snap = nil // snapshots are rare (start, moves): an idle rider keeps no array for them
+		b, bt = s.emitBatch(now, f, buf)
 	})
 	return b, bt, err
+}
+
+// SetNotify makes the session polled: instead of a writer waiting in NextBatch, the caller calls
+// TryBatch, and fn is called when the session may have something after TryBatch found it idle:
+// once per idle-to-pending change for updates (urgent false), and for a snapshot after a Move
+// or the session's end (urgent true: not to be held back). fn is called without the session's
+// locks, possibly under the hub's lock of a mesh (from the fan-out): it must not call into the
+// hub, and must not block. A polled session should have no WriteDelay (the caller holds
+// batches itself).
+func (s *Session) SetNotify(fn func(urgent bool)) {
+	s.notify.Store(&fn)
+}
+
+// TryBatch is NextBatch without waiting: when a batch is ready it is encoded as NextBatch does
+// and returned with next 0 when more is ready at once (a full batch), else with how long until
+// the session may have something without news (heartbeat, a deferred update, a transit's
+// expiry; the notify of SetNotify comes before that for news). Without a batch b is nil, buf
+// was not called, and next is that time. err as NextBatch (ErrTooSlow, ErrClosed, a failed
+// Move): TryBatch does not leave the hub then (it may be called from the fan-out): the caller
+// closes the session. TryBatch must not be called concurrently with itself, Next or NextBatch.
+func (s *Session) TryBatch(f Framing, buf func() []byte) (b []byte, bt Batch, next time.Duration, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, Batch{}, 0, s.err
+	}
+	s.waiting = true
+	if s.joining {
+		return nil, Batch{}, time.Hour, nil // the Move in progress notifies when it is done
+	}
+	now := s.o.Now()
+	if !s.fill(now) {
+		return nil, Batch{}, max(s.nextWake(now), time.Millisecond), nil
+	}
+	s.lastSend, s.holdNs = now, 0
+	b, bt = s.emitBatch(now, f, buf)
+	if s.head < len(s.ready) {
+		s.waiting = false // more at once: the caller calls again
+		return b, bt, 0, nil
+	}
+	return b, bt, max(s.nextWake(now), time.Millisecond), nil
+}
+
+// emitBatch encodes s.outs as NextBatch describes (mu held).
+func (s *Session) emitBatch(now time.Time, f Framing, buf func() []byte) ([]byte, Batch) {
+	b := buf()
+	json := f.JSON()
+	nowMs := now.UnixMilli()
+	s.observed = s.observed[:0]
+	for i := range s.outs {
+		o := &s.outs[i]
+		s.seq++
+		b = f.Begin(b, i, s.seq, o.kind)
+		start := len(b)
+		b = appendEventBody(b, json, s.seq, o, s.snap, nowMs)
+		b = f.End(b, start)
+		if o.kind == KindUpsert {
+			s.observed = append(s.observed, o.v.e.ObservedAtMs)
+		}
+		*o = out{}
+	}
+	bt := Batch{Events: len(s.outs), LastSeq: s.seq, Observed: s.observed}
+	s.snap = nil // snapshots are rare (start, moves): an idle rider keeps no array for them
+	return b, bt
 }
 
 // Next is NextBatch returning each event in both encodings as Frames appended to dst (the

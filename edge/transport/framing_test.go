@@ -170,7 +170,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // whatever its size; frames that come whole in one piece pass straight through.
 func TestFrameWriterOneWritePerFrame(t *testing.T) {
 	c := &countingConn{}
-	bw := bufio.NewWriterSize(&frameWriter{c: c}, wsWriteBuffer)
+	bw := bufio.NewWriterSize(&frameWriter{s: &sockWriter{conn: c}}, wsWriteBuffer)
 	var want [][]byte
 	for _, n := range []int{0, 10, 13, 200, 70000, 125, 126, 65535, 65536} {
 		var hdr []byte

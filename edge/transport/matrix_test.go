@@ -212,11 +212,17 @@ func expectAll(t testing.TB, rs []*tracked, want string) {
 
 // TestTransportMatrixMemory and TestTransportMatrixRedisCluster run the transport matrix on the
 // in-memory bus and on a real 3-master Redis Cluster.
+// The memory matrix also runs with a write delay: WebSocket and SSE riders are then written by
+// the flushers (direct.go), the others hold their batches in the session.
 func TestTransportMatrixMemory(t *testing.T) {
-	clk := new(clock)
-	b := bus.NewMemory(bus.Options{TTL: testTTL, Now: clk.Now})
-	t.Cleanup(func() { b.Close() })
-	runMatrix(t, b, clk)
+	for _, delay := range []time.Duration{0, 20 * time.Millisecond} {
+		t.Run(fmt.Sprintf("write-delay=%v", delay), func(t *testing.T) {
+			clk := new(clock)
+			b := bus.NewMemory(bus.Options{TTL: testTTL, Now: clk.Now})
+			t.Cleanup(func() { b.Close() })
+			runMatrix(t, b, clk, delay)
+		})
+	}
 }
 
 func TestTransportMatrixRedisCluster(t *testing.T) {
@@ -230,7 +236,7 @@ func TestTransportMatrixRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	runMatrix(t, b, clk)
+	runMatrix(t, b, clk, 0)
 }
 
 // runMatrix drives the same scripted vehicle events through the bus while a real client of every
@@ -238,8 +244,8 @@ func TestTransportMatrixRedisCluster(t *testing.T) {
 // (moves inside a mesh and across meshes, an entry), removals (left the radius, not vacant,
 // stale), and, for the transports that can move, a new snapshot after the move. Then the server
 // shuts down and every stream ends the way API.md names.
-func runMatrix(t *testing.T, b bus.Bus, clk *clock) {
-	ts := startServer(t, b, clk, Options{Session: session.Options{Heartbeat: 300 * time.Millisecond}})
+func runMatrix(t *testing.T, b bus.Bus, clk *clock, delay time.Duration) {
+	ts := startServer(t, b, clk, Options{Session: session.Options{Heartbeat: 300 * time.Millisecond, WriteDelay: delay}})
 	sc := &scenario{t: t, b: b, clk: clk, last: map[string]int64{}}
 
 	// Around Tokyo Station; a 1000 m radius covers several third-order meshes.

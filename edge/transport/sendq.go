@@ -72,6 +72,23 @@ func (q *sendQueue) over() (bool, uint64) {
 	return ok, acked
 }
 
+// fits is wait without waiting: true when n bytes may be written now (counted as written),
+// false when the queue is over the limit (then wait holds the write).
+func (q *sendQueue) fits(n int) bool {
+	if q == nil {
+		return true
+	}
+	if q.bound+n <= q.limit {
+		q.bound += n
+		return true
+	}
+	if over, _ := q.over(); over {
+		return false
+	}
+	q.bound = q.unacked + n
+	return true
+}
+
 // wait is called before writing n bytes. When the queue may be over the limit it probes it, and
 // if it is, holds the write until the client has acknowledged enough to bring it under the limit
 // (nil), or until it acknowledged nothing for the timeout (session.ErrTooSlow), or ctx ends

@@ -219,6 +219,12 @@ type Server struct {
 	hijacked map[any]func() // open WebSocket and SSE connections (not tracked by http.Server): their CloseNow
 	streams  sync.WaitGroup // open sessions, on every transport (Add under mu, never after shutdown)
 	served   chan struct{}  // closed when Serve returns
+
+	// The flushers of direct riders (direct.go), started with the first.
+	flushOnce sync.Once
+	flushers  []*flusher
+	flushNext atomic.Uint32
+	flushWG   sync.WaitGroup
 }
 
 // New returns a server for the hub's riders.
@@ -390,7 +396,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.grpc.Stop()
 		<-grpcDone
 	}
-	<-streamsDone // every connection is closed by now: the handlers return
+	<-streamsDone    // every connection is closed by now: the handlers return
+	s.flushWG.Wait() // they end with s.stop
 	if sp != nil {
 		<-s.served
 	}

@@ -54,6 +54,10 @@ func (sseWriter) Begin(b []byte, _ int, seq uint64, k session.Kind) []byte {
 
 func (sseWriter) End(b []byte, _ int) []byte { return append(b, "\n\n"...) }
 
+func (sseWriter) headroom() int { return 0 }
+
+func (sseWriter) frame(b []byte) []byte { return b }
+
 func (w sseWriter) writeBatch(b *[]byte) error {
 	err := w.write(*b)
 	putBuf(b)
@@ -97,10 +101,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 				rs.end(errStopping)
 				return
 			}
-			go func() {
-				defer s.untrackConn(conn)
-				rs.end(s.runSSE(conn, rs, origin))
-			}()
+			go s.runSSE(conn, rs, origin)
 			return
 		}
 	}
@@ -162,8 +163,10 @@ func sseHeaders(set func(k, v string), origin string) {
 	}
 }
 
-// runSSE serves an event stream on a hijacked HTTP/1.x connection and returns what ended it.
-func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) error {
+// runSSE serves an event stream on a hijacked HTTP/1.x connection, then closes it and ends the
+// stream. On TCP the batches are written directly (direct.go): this goroutine writes the head
+// and the snapshot and returns once the rider is idle; without TCP it pumps until the end.
+func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) {
 	sess := rs.sess
 	readDone := make(chan struct{})
 	go func() {
@@ -176,23 +179,45 @@ func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) error {
 		}
 		sess.Close() // the client left (or the writer closed the connection)
 	}()
+	finish := func(err error) {
+		conn.Close()
+		<-readDone
+		s.untrackConn(conn)
+		rs.end(err)
+	}
 	head := []byte("HTTP/1.1 200 OK\r\n")
 	sseHeaders(func(k, v string) { head = append(append(append(append(head, k...), ": "...), v...), "\r\n"...) }, origin)
 	head = append(head, "Connection: close\r\n\r\n"...)
-	err := s.pumpSSE(rs, head, newSendQueue(conn, s.o.SendBuffer, s.o.WriteTimeout), func(b []byte) error {
-		conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout))
-		_, err := conn.Write(b)
-		return err
-	})
-	conn.Close()
-	<-readDone
-	return err
+	q := newSendQueue(conn, s.o.SendBuffer, s.o.WriteTimeout)
+	sw := newSockWriter(conn, s.o.WriteTimeout)
+	write := func(b []byte) error {
+		sw.mu.Lock()
+		defer sw.mu.Unlock()
+		return sw.writeAll(b)
+	}
+	if sw.rc == nil {
+		finish(s.pumpSSE(rs, head, q, write))
+		return
+	}
+	if err := s.sseStart(head, write); err != nil {
+		finish(err)
+		return
+	}
+	s.startDirect(rs, sseWriter{write}, sw, q, func(err error) { finish(s.sseEnd(rs, err, write)) })
 }
 
 // pumpSSE writes the retry hint (after head), then the session's frames, until Next or a write
 // fails or q is full; then, for a cut rider or a stream told to go away, a comment naming the
 // reason. It returns what ended the stream.
 func (s *Server) pumpSSE(rs *stream, head []byte, q *sendQueue, write func([]byte) error) error {
+	if err := s.sseStart(head, write); err != nil {
+		return err
+	}
+	return s.sseEnd(rs, s.pump(rs, sseWriter{write}, q), write)
+}
+
+// sseStart writes head and the retry hint.
+func (s *Server) sseStart(head []byte, write func([]byte) error) error {
 	b := getBuf()
 	*b = append(*b, head...)
 	*b = append(*b, "retry: "...)
@@ -203,7 +228,12 @@ func (s *Server) pumpSSE(rs *stream, head []byte, q *sendQueue, write func([]byt
 	if err != nil {
 		return errors.Join(errWriteFailed, err)
 	}
-	err = s.pump(rs, sseWriter{write}, q)
+	return nil
+}
+
+// sseEnd writes, for a cut rider or a stream told to go away, a comment naming the reason, and
+// returns what ended the stream.
+func (s *Server) sseEnd(rs *stream, err error, write func([]byte) error) error {
 	if errors.Is(err, errWriteFailed) {
 		return err
 	}

@@ -149,7 +149,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if sub != "" {
 		opts.Subprotocols = []string{sub}
 	}
-	hj := &smallBuffers{ResponseWriter: w}
+	hj := &smallBuffers{ResponseWriter: w, timeout: s.o.WriteTimeout}
 	c, err := websocket.Accept(hj, r, opts)
 	if err != nil {
 		rs.end(err)
@@ -162,11 +162,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(-1) // readMoves applies MaxMessageBytes, to close with 1008 as API.md says
 	// The handler returns at once: net/http's goroutine (its stack grown by the handshake), the
-	// request and the response go, and the stream lives on in two small goroutines.
-	go func() {
-		defer s.untrackConn(c)
-		rs.end(s.runWebSocket(c, hj.conn, rs, format, s.o.MaxMessageBytes))
-	}()
+	// request and the response go, and the stream lives on in coder/websocket's reader and,
+	// while it has something to write that does not go at once, a writer (direct.go).
+	go s.runWebSocket(c, hj.sw, rs, format, s.o.MaxMessageBytes)
 }
 
 // Buffer sizes of a WebSocket connection. net/http hands a hijacked connection over with 4 KiB
@@ -183,7 +181,8 @@ const (
 // keeps the connection (for write deadlines).
 type smallBuffers struct {
 	http.ResponseWriter
-	conn net.Conn
+	timeout time.Duration
+	sw      *sockWriter // the hijacked connection's writer
 }
 
 func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -191,13 +190,13 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w.conn = c
+	w.sw = newSockWriter(c, w.timeout)
 	var r io.Reader = c
 	if n := brw.Reader.Buffered(); n > 0 { // bytes the client sent after its request
 		b, _ := brw.Reader.Peek(n)
 		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)
 	}
-	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, wsReadBuffer), bufio.NewWriterSize(&frameWriter{c: c}, wsWriteBuffer)), nil
+	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, wsReadBuffer), bufio.NewWriterSize(&frameWriter{s: w.sw}, wsWriteBuffer)), nil
 }
 
 func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -217,13 +216,16 @@ func headerHasToken(h http.Header, name, token string) bool {
 	return false
 }
 
-// runWebSocket pumps the session's frames to c while a reader applies the client's moves, then
-// closes c with the code for what ended the stream, which it returns.
-func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, format wireFormat, maxMsg int) error {
+// runWebSocket streams the session's batches to c while a reader applies the client's moves,
+// then closes c with the code for what ended the stream and ends the stream. On a TCP
+// connection the batches are written directly (direct.go): this goroutine writes the snapshot
+// and returns once the rider is idle; without TCP it pumps until the end.
+func (s *Server) runWebSocket(c *websocket.Conn, sw *sockWriter, rs *stream, format wireFormat, maxMsg int) {
 	sess := rs.sess
+	conn := sw.conn
 	// The reader owns reads (never cancelled: that would drop the connection before a close
 	// frame could be sent). When it fails it publishes why, then closes the session, which ends
-	// the writer's Next; the writer waits in Next on the stream's context.
+	// the writer.
 	var readErr error
 	readDone := make(chan struct{})
 	go func() {
@@ -231,29 +233,35 @@ func (s *Server) runWebSocket(c *websocket.Conn, conn net.Conn, rs *stream, form
 		close(readDone)
 		sess.Close()
 	}()
-
-	// A stalled rider (ErrTooSlow) is closed with 4008 below, while the socket has room for it.
-	err := s.pump(rs, newWSWriter(c, conn, format, s.o.WriteTimeout), newSendQueue(conn, s.o.SendBuffer, s.o.WriteTimeout))
-
-	// Decide how to close: the reader's error wins when it ended the stream.
-	select {
-	case <-readDone:
-		err = readErr
-	default:
+	finish := func(err error) {
+		// Decide how to close: the reader's error wins when it ended the stream.
+		select {
+		case <-readDone:
+			err = readErr
+		default:
+		}
+		switch {
+		case websocket.CloseStatus(err) != -1, errors.Is(err, errWriteFailed):
+			c.CloseNow() // the client closed, or the write timed out and closed the connection
+		case errors.Is(err, errReadFailed):
+			c.CloseNow()
+		default:
+			// A stalled rider (ErrTooSlow) is closed with 4008, while the socket has room for it.
+			err = rs.endCause(err)
+			code, reason := wsClose(err)
+			c.Close(code, reason) // frameWriter sets the write deadline
+		}
+		<-readDone
+		s.untrackConn(c)
+		rs.end(err)
 	}
-	switch {
-	case websocket.CloseStatus(err) != -1, errors.Is(err, errWriteFailed):
-		c.CloseNow() // the client closed, or the write timed out and closed the connection
-	case errors.Is(err, errReadFailed):
-		c.CloseNow()
-	default:
-		err = rs.endCause(err)
-		code, reason := wsClose(err)
-		conn.SetWriteDeadline(time.Now().Add(s.o.WriteTimeout)) // a held write's deadline has passed
-		c.Close(code, reason)
+	w := newWSWriter(c, conn, format, s.o.WriteTimeout)
+	q := newSendQueue(conn, s.o.SendBuffer, s.o.WriteTimeout)
+	if sw.rc != nil {
+		s.startDirect(rs, w, sw, q, finish)
+		return
 	}
-	<-readDone
-	return err
+	finish(s.pump(rs, w, q))
 }
 
 var (

@@ -1,0 +1,200 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/edge/session"
+	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
+)
+
+// goroutinesIn counts the goroutines whose stack has a frame of fn (e.g.
+// "transport.(*directRider).run").
+func goroutinesIn(fns ...string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		for _, fn := range fns {
+			if strings.Contains(g, fn+"(") {
+				count++
+				break
+			}
+		}
+	}
+	return count
+}
+
+// writers counts the goroutines writing to a rider: a direct rider's own goroutine, a pump.
+func writers() int {
+	return goroutinesIn("transport.(*directRider).run", "transport.(*Server).pump")
+}
+
+// TestIdleDirectRiderHasNoWriterGoroutine: a WebSocket or SSE rider that keeps up has no writer
+// goroutine once its snapshot is written, and gets its updates without one (written by the
+// flusher after the write delay, or by the fan-out without one): an idle WebSocket rider is
+// coder/websocket's reader goroutine only, an idle SSE rider its socket reader only.
+func TestIdleDirectRiderHasNoWriterGoroutine(t *testing.T) {
+	for _, delay := range []time.Duration{0, 20 * time.Millisecond} {
+		t.Run(fmt.Sprintf("write-delay=%v", delay), func(t *testing.T) {
+			b := bus.NewMemory(bus.Options{})
+			t.Cleanup(func() { b.Close() })
+			ts := startServer(t, b, nil, Options{Session: session.Options{WriteDelay: delay}})
+			sc := &scenario{t: t, b: b, clk: new(clock), last: map[string]int64{}}
+			centre := pt{35.681236, 139.767125}
+			req := &meshcastv1.WatchRequest{Lat: centre.lat, Lon: centre.lon, RadiusM: 1000}
+			rs := []*tracked{
+				{rider: wsRider(t, ts.base, req, SubprotocolJSON)},
+				{rider: wsRider(t, ts.base, req, SubprotocolProto)},
+				{rider: wsRider(t, ts.base, req, SubprotocolJSON)},
+				{rider: sseRider(t, ts.base, req)},
+				{rider: sseRider(t, ts.base, req)},
+			}
+			t.Cleanup(func() {
+				for _, r := range rs {
+					r.close()
+				}
+			})
+			expectAll(t, rs, "snapshot []")
+			waitFor(t, func() bool { return writers() == 0 })
+			if n := goroutinesIn("transport.readMoves"); n != 3 {
+				t.Fatalf("%d WebSocket readers, want 3", n)
+			}
+			if n := goroutinesIn("transport.(*Server).runSSE.func1"); n != 2 {
+				t.Fatalf("%d SSE readers, want 2", n)
+			}
+			for i, p := range []pt{{35.6800, 139.7670}, {35.6805, 139.7672}} {
+				sc.fix("f/v1", p, 0)
+				expectAll(t, rs, fmt.Sprintf("upsert f/v1@%.4f,%.4f %s", p.lat, p.lon, meshOf(t, p)))
+				waitFor(t, func() bool { return writers() == 0 })
+				t.Logf("update %d delivered, no writer goroutine after it", i+1)
+			}
+		})
+	}
+}
+
+// TestDirectWriteFallsBackWhenSocketFull: a WebSocket rider whose client stops reading fills its
+// socket; the direct write that the socket cannot take whole leaves its rest to the rider's own
+// goroutine (which waits for room, within the write timeout), and once the client reads again
+// it gets every message whole and in order (contiguous seqs, well-formed frames: the client
+// library checks them), each vehicle's latest position, and the rider goes back to having no
+// writer goroutine. No send-buffer rule here (-send-buffer off): the socket itself is full.
+func TestDirectWriteFallsBackWhenSocketFull(t *testing.T) {
+	for _, delay := range []time.Duration{0, 20 * time.Millisecond} {
+		for _, sub := range []string{SubprotocolJSON, SubprotocolProto} {
+			t.Run(fmt.Sprintf("%s/write-delay=%v", sub, delay), func(t *testing.T) {
+				testDirectFallback(t, sub, delay)
+			})
+		}
+	}
+}
+
+func testDirectFallback(t *testing.T, sub string, delay time.Duration) {
+	b := bus.NewMemory(bus.Options{})
+	t.Cleanup(func() { b.Close() })
+	ts := startServer(t, b, nil, Options{
+		Session:      session.Options{WriteDelay: delay, QueueLimit: 1024},
+		WriteTimeout: waitLimit,
+		SendBuffer:   -1,
+	})
+	centre := pt{35.681236, 139.767125}
+	req := &meshcastv1.WatchRequest{Lat: centre.lat, Lon: centre.lon, RadiusM: 1000}
+
+	// A client with a small receive buffer (no autotuning), so the socket fills soon.
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, watchURL(ts.base, PathWebSocket, req, nil), &websocket.DialOptions{
+		Subprotocols: []string{sub},
+		HTTPClient:   &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(-1)
+	var seq uint64
+	latest := map[string]string{}
+	read := func() *meshcastv1.RiderEvent {
+		t.Helper()
+		typ, data, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		evs, err := splitWSMessage(typ, data, sub == SubprotocolProto)
+		if err != nil {
+			t.Fatalf("a message that does not decode: %v", err)
+		}
+		for _, ev := range evs {
+			if ev.Seq != seq+1 {
+				t.Fatalf("seq %d after %d", ev.Seq, seq)
+			}
+			seq = ev.Seq
+			if u := ev.GetUpsert(); u != nil {
+				latest[u.Id] = fmt.Sprintf("%.5f,%.5f", u.Lat, u.Lon)
+			}
+		}
+		return evs[len(evs)-1]
+	}
+	if ev := read(); ev.GetSnapshot() == nil {
+		t.Fatalf("first event %s, want the snapshot", logical(ev))
+	}
+
+	// The client stops reading; vehicles move until a direct write was left unfinished and the
+	// rider's goroutine waits to write the rest.
+	sc := &scenario{t: t, b: b, clk: new(clock), last: map[string]int64{}}
+	want := map[string]string{}
+	tails := directTails.Load()
+	const n = 200
+	for r := 0; ; r++ {
+		if r == 100000 {
+			t.Fatal("the socket never filled")
+		}
+		for i := range n {
+			p := pt{centre.lat + float64((i+r)%50)*0.00005, centre.lon + float64(i%20)*0.0001}
+			id := fmt.Sprintf("f/v%d", i)
+			sc.fix(id, p, 0)
+			want[id] = fmt.Sprintf("%.5f,%.5f", p.lat, p.lon)
+		}
+		if directTails.Load() > tails && goroutinesIn("transport.(*directRider).run") > 0 {
+			t.Logf("socket full after %d rounds of %d vehicles", r+1, n)
+			break
+		}
+	}
+	// The client reads again; a last fix marks the end of what it must get.
+	mark := pt{centre.lat + 0.001, centre.lon}
+	sc.fix("f/mark", mark, 0)
+	want["f/mark"] = fmt.Sprintf("%.5f,%.5f", mark.lat, mark.lon)
+	for latest["f/mark"] == "" {
+		read()
+	}
+	for id, p := range want {
+		for latest[id] != p {
+			read() // a vehicle's latest may come after the mark (a later batch)
+		}
+	}
+	waitFor(t, func() bool { return writers() == 0 })
+}
