@@ -414,6 +414,13 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid, redisPID int,
 	logf("fanout: %6d/s delivered %7.0f/s (predicted %.0f, %.0f fixes/s, %d vehicles) edge %.2f cores %.2f µs/event %.0f events/CPU-s %.2f events/write p50 %.1f p99 %.1f p99.9 %.1f ms RSS %.0f MB; load CPU %.0f%% busy (bench %.2f, redis %.2f cores), loadavg %s, %s",
 		rate, st.Delivered, st.Predicted, st.Updates, st.Vehicles, st.EdgeCores, st.MicrosPerEvent, st.EventsPerCPUSec,
 		st.EventsPerWrite, st.Latency.P50ms, st.Latency.P99ms, st.Latency.P999ms, st.RSSMB, 100*st.LoadCPUBusy, st.BenchCores, st.RedisCores, st.LoadAvg, st.CutsAndDropsText)
+	by := "fanout:         p50/p99 ms by transport:"
+	for i, tr := range Transports {
+		if h := &rs.histBy[i]; h.Count() > 0 {
+			by += fmt.Sprintf(" %s %.1f/%.1f", tr, ms(h.Quantile(0.5)), ms(h.Quantile(0.99)))
+		}
+	}
+	logf("%s", by)
 	return st, nil
 }
 

@@ -103,15 +103,17 @@
 // # Memory per rider
 //
 // A WebSocket or SSE stream gives back net/http's connection goroutine, request and 4 KiB
-// buffers once accepted: it lives in two small goroutines (a writer waiting in
-// Session.NextBatch on the server's stop context, a reader that notices the client leaving or
-// applies its moves), with small or no buffers. One send pump serves every transport (pump: a
+// buffers once accepted: it lives in one small goroutine (a reader that notices the client
+// leaving or applies its moves), with small or no buffers, and has no writer goroutine while it
+// keeps up: its batches are written by a flusher (or the fan-out) with one non-blocking system
+// call each, and only what would wait gets a goroutine of the rider's own (direct.go). The gRPC
+// transports use one send pump (pump: a
 // riderWriter is a transport's framing and its write): each batch is encoded once, in the
 // rider's own format, straight into a pooled buffer taken when the batch is ready and given
 // back once written (for gRPC the batch moves into a buffer of grpc-go's pool, of its size class,
 // and each message is a mem.Buffer view of it that grpc-go releases once written: a stalled
 // stream's queued messages pin no more than their own batches). A WebSocket batch is one write
-// system call whatever its size (frameWriter), a gRPC-Web batch one flush. A native gRPC stream
+// system call whatever its size (its own frame), a gRPC-Web batch one flush. A native gRPC stream
 // is grpc-go's handler goroutine. BenchmarkIdleRiderMemory measures each (see BENCHMARKS.md).
 //
 // # Stop

@@ -328,7 +328,8 @@ func BenchmarkIdleRiderMemory(b *testing.B) {
 
 // BenchmarkIdleSessionMemory is the baseline of BenchmarkIdleRiderMemory without a transport:
 // the same riders as sessions opened in-process, each with one goroutine waiting in Next (as
-// every transport has), so that the transport's own share is the difference.
+// the gRPC transports have; an idle WebSocket or SSE rider has none, see direct.go), so that the
+// transport's own share is the difference.
 func BenchmarkIdleSessionMemory(b *testing.B) {
 	n := benchRiders()
 	bs := bus.NewMemory(bus.Options{TTL: time.Hour})
@@ -478,4 +479,14 @@ func BenchmarkDeliveredEvents(b *testing.B) {
 			b.ReportMetric(float64(fixes)/wall.Seconds(), "fixes/s")
 		})
 	}
+}
+
+// frameBuf keeps a rider's frame slice between batches when it is small (a heartbeat, an
+// update); a larger one is dropped so that an idle rider does not hold it.
+func frameBuf(frames []session.Frame) []session.Frame {
+	clear(frames) // drop references to the encoded bytes
+	if cap(frames) > 2 {
+		return nil
+	}
+	return frames[:0]
 }

@@ -558,13 +558,3 @@ func (s *Server) enter() bool {
 	s.streams.Add(1)
 	return true
 }
-
-// frameBuf keeps a rider's frame slice between batches when it is small (a heartbeat, an
-// update); a larger one is dropped so that an idle rider does not hold it.
-func frameBuf(frames []session.Frame) []session.Frame {
-	clear(frames) // drop references to the encoded bytes
-	if cap(frames) > 2 {
-		return nil
-	}
-	return frames[:0]
-}
