@@ -64,7 +64,8 @@ func Run(ctx context.Context, c Config) error {
 			ttl = telemetry.DefaultTTL
 		}
 		octx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		b, err := bus.Open(octx, c.BusAddr, bus.Options{TTL: ttl, KeyPrefix: c.BusPrefix, BatchDelay: c.BusBatchDelay, Logger: logger, Registerer: reg})
+		b, err := bus.Open(octx, c.BusAddr, bus.Options{TTL: ttl, KeyPrefix: c.BusPrefix, BatchDelay: c.BusBatchDelay,
+			BatchEarly: c.BusBatchDelay > 0 && c.ReadDelay > 0, Logger: logger, Registerer: reg})
 		cancel()
 		if err != nil {
 			return fmt.Errorf("bridge: bus %s: %w", redact.URL(c.BusAddr), err)

@@ -101,8 +101,10 @@ type Config struct {
 	// connection is read at most once per ReadDelay, so one system call and one wake-up bring the
 	// messages of that time together (and they reach the bus together, where their script calls
 	// share writes). It adds up to ReadDelay (plus the timer's lateness, ~1ms on an idle
-	// process) before a message is received. 0 (default): read as soon as data is there. At most
-	// 5ms.
+	// process) before a message is received. With BusBatchDelay too, the bus's rounds open early
+	// (bus.Options.BatchEarly): the fixes of one read go to Redis in one round as soon as they
+	// have all reached the bus, and their mesh writes in the next. 0 (default): read as soon as
+	// data is there. At most 5ms.
 	ReadDelay time.Duration
 	// ApplyTimeout bounds one bus.Apply attempt: a bus that does not answer in time (Redis
 	// killed: its client retries the connection for as long as the call's context allows) fails

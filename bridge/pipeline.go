@@ -26,15 +26,17 @@ type message struct {
 	received           time.Time
 	ack                acker // nil: nothing to acknowledge
 	pub                *paho.Publish
+	release            func() // the bus.Holder's hold taken at submit, or nil; released once
 }
 
 // pipeline is the bounded queues and the workers between the receive callback and the bus.
 // Each worker owns one queue; submit picks the queue by a hash of the topic, so one vehicle's
 // messages are processed in order by one worker.
 type pipeline struct {
-	cfg *Config
-	m   *metrics
-	rl  *rateLog
+	cfg    *Config
+	m      *metrics
+	rl     *rateLog
+	holder bus.Holder // the bus's, when it has one: a queued message holds its rounds (bus.Options.BatchEarly)
 
 	queues  []chan message
 	closing chan struct{} // closed by close: submit refuses, workers drain and exit
@@ -47,6 +49,7 @@ type pipeline struct {
 
 func newPipeline(cfg *Config, m *metrics, rl *rateLog) *pipeline {
 	p := &pipeline{cfg: cfg, m: m, rl: rl, closing: make(chan struct{})}
+	p.holder, _ = cfg.Bus.(bus.Holder)
 	p.abort, p.cancel = context.WithCancel(context.Background())
 	p.queues = make([]chan message, cfg.Workers)
 	for i := range p.queues {
@@ -94,11 +97,25 @@ func (p *pipeline) submit(msg message) bool {
 	default:
 	}
 	q := p.queueFor(msg.topic)
+	if p.holder != nil {
+		// Until its worker calls Apply, this message holds the bus's next round (early rounds:
+		// the fixes of one MQTT read go together).
+		msg.release = p.holder.Hold()
+	}
 	select {
 	case q <- msg:
 		return true
 	case <-p.closing:
+		msg.done()
 		return false
+	}
+}
+
+// done releases the message's hold on the bus's rounds, if it still has one.
+func (msg *message) done() {
+	if msg.release != nil {
+		msg.release()
+		msg.release = nil
 	}
 }
 
@@ -123,7 +140,8 @@ func (p *pipeline) close(timeout time.Duration) {
 	for _, q := range p.queues {
 		for {
 			select {
-			case <-q:
+			case msg := <-q:
+				msg.done()
 				p.m.handedBack.Inc()
 				continue
 			default:
@@ -157,6 +175,7 @@ func (p *pipeline) worker(q chan message) {
 // answer within ApplyTimeout) is counted, logged and retried until it works or the drain deadline
 // passes; then the message is handed back unacknowledged.
 func (p *pipeline) process(msg *message) {
+	defer msg.done() // whatever path: released once (the first Apply takes it over)
 	if p.abort.Err() != nil {
 		p.m.handedBack.Inc()
 		return
@@ -180,6 +199,10 @@ func (p *pipeline) process(msg *message) {
 		// Each attempt has its own deadline: without one a Redis that is gone (its client retries
 		// the connection for as long as the context allows) would hold the message, unseen.
 		actx, cancel := context.WithTimeout(p.abort, p.cfg.ApplyTimeout)
+		if msg.release != nil {
+			actx = bus.WithRelease(actx, msg.release) // Apply releases it once it counts itself
+			msg.release = nil
+		}
 		r, err := p.cfg.Bus.Apply(actx, u)
 		cancel()
 		if err == nil {

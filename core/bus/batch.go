@@ -50,6 +50,9 @@ type call[Q, R any] struct {
 	ctx    context.Context
 	queued time.Time     // when do queued it (set only when the batcher observes waits)
 	done   chan struct{} // capacity 1: receives one value when res and err are set
+	// state, for early rounds (gate.early): 0 waiting, 1 its caller left (ctx ended) and counts
+	// itself as running again, 2 woken by the batcher, which counted it first.
+	state atomic.Int32
 }
 
 func newBatcher[Q, R any](ctx context.Context, wg *sync.WaitGroup, max int, g *gate, exec func(context.Context, []*call[Q, R]) error) *batcher[Q, R] {
@@ -83,12 +86,17 @@ func (b *batcher[Q, R]) do(ctx context.Context, req Q) (R, error) {
 	}
 	b.mu.Unlock()
 	if start {
+		b.gate.add(1)        // early rounds: the woken batcher counts until it has joined the round
 		b.wake <- struct{}{} // never blocks: only the idle-to-busy request sends, and run takes it
 	}
+	b.gate.add(-1) // early rounds: this caller now waits in the bucket
 	if done := ctx.Done(); done != nil {
 		select {
 		case <-c.done:
 		case <-done: // c is not reused: the batch may still hold it
+			if c.state.CompareAndSwap(0, 1) {
+				b.gate.add(1) // running again, and no batcher counted it
+			}
 			var zero R
 			return zero, ctx.Err()
 		}
@@ -115,6 +123,7 @@ func (b *batcher[Q, R]) run() {
 		var r *round
 		if b.gate != nil {
 			r = b.gate.join()
+			b.gate.add(-1) // early rounds: joined (the request that woke it counted it until now)
 			select {
 			case <-r.open:
 			case <-b.quit: // closing: leave the round and send at once (the loop then ends)
@@ -194,6 +203,7 @@ func (b *batcher[Q, R]) send(batch []*call[Q, R], r *round) {
 	}
 	if r != nil {
 		ctx = context.WithValue(ctx, roundKey{}, r)
+		b.gate.expect(r, len(live))
 	}
 	b.batches.Add(1)
 	b.items.Add(int64(len(live)))
@@ -201,6 +211,22 @@ func (b *batcher[Q, R]) send(batch []*call[Q, R], r *round) {
 		for _, c := range live {
 			c.err = err
 		}
+	}
+	if b.gate != nil && b.gate.early {
+		// The callers about to be woken count as on their way to a bucket: a round's were counted
+		// by the round as it finished (all its buckets' at once), the others are counted here.
+		// A caller that left (its context ended) counted itself.
+		n := 0
+		for _, c := range live {
+			woken := c.state.CompareAndSwap(0, 2)
+			switch {
+			case woken && r == nil:
+				n++
+			case !woken && r != nil:
+				n--
+			}
+		}
+		b.gate.add(n)
 	}
 	for _, c := range live {
 		c.done <- struct{}{} // never blocks; c may be reused right after
@@ -232,10 +258,36 @@ type gate struct {
 	send func(ctx context.Context, cmds []any) []any
 	ctx  context.Context // the bus's: a round's pipeline ends with it
 
-	mu   sync.Mutex
-	cur  *round // the next round, which buckets join until it opens; nil while none is armed
-	busy bool   // a round is open and not yet answered
-	due  bool   // cur's delay has passed
+	// early (Options.BatchEarly): the armed round also opens, before its delay, as soon as no
+	// Apply call is on its way to a bucket (active == 0). A caller counts from Apply's start (or
+	// from the Hold taken for it) until it waits in a bucket or returns; a batcher woken by a
+	// request counts until it has joined the round; callers a reply wakes count from just before
+	// they are woken. So the fixes of one MQTT read, and then their mesh writes, each go in one
+	// round without waiting for the timer (which still bounds the wait).
+	early bool
+
+	mu     sync.Mutex
+	cur    *round // the next round, which buckets join until it opens; nil while none is armed
+	busy   bool   // a round is open and not yet answered
+	due    bool   // cur's delay has passed
+	active int    // early: Apply calls on their way to a bucket
+}
+
+// add changes the count of Apply calls on their way to a bucket by n (early rounds only; g may be
+// nil) and opens the armed round when it falls to 0 and no round is in flight.
+func (g *gate) add(n int) {
+	if g == nil || !g.early || n == 0 {
+		return
+	}
+	g.mu.Lock()
+	g.active += n
+	if g.active <= 0 {
+		g.active = 0 // never below: a count lost (a caller gone mid-batch) only delays to the timer
+		if g.cur != nil && !g.busy {
+			g.openLocked()
+		}
+	}
+	g.mu.Unlock()
 }
 
 // round is one opening of a gate: the buckets that joined it and their calls.
@@ -245,6 +297,7 @@ type round struct {
 	opened  bool
 	pending int // buckets joined that have neither handed a call nor left; -1 once finished
 	joined  int // buckets that joined (tests watch it)
+	callers int // early rounds: the callers of the calls handed to it, woken when it is answered
 	cmds    []any
 	res     []any
 	// latest deadline of the calls' contexts, and whether every one had a deadline
@@ -338,12 +391,25 @@ func (g *gate) finishLocked(r *round) {
 		r.res = g.send(ctx, cmds)
 	}
 	g.mu.Lock()
+	if g.early {
+		g.active += r.callers // its callers are woken next: the next round waits for them
+	}
 	g.busy = false
 	if g.cur != nil && g.due {
 		g.openLocked()
 	}
 	g.mu.Unlock()
 	close(r.done)
+}
+
+// expect adds n callers to round r's (early rounds), before the bucket hands its call to it.
+func (g *gate) expect(r *round, n int) {
+	if !g.early {
+		return
+	}
+	g.mu.Lock()
+	r.callers += n
+	g.mu.Unlock()
 }
 
 // do hands a bucket's call to round r and returns its reply once the round's calls are answered.

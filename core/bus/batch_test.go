@@ -610,3 +610,63 @@ func TestGateRoundsFollowEachOther(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestGateEarlyRounds: with early rounds the armed round opens, without its timer, as soon as no
+// caller is on its way to a bucket. A hold (a fix queued for Apply) keeps it shut; once the
+// last caller waits in a bucket it opens with every bucket's call; the callers its replies wake
+// are counted before they run, so their next requests (the mesh writes of an Apply) go together
+// in the next round, which opens as soon as both have joined. The timer never fires here.
+func TestGateEarlyRounds(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // only what the test started
+	re := &roundExec{}
+	gt, ft := newTestGate(re)
+	gt.early = true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wg := &sync.WaitGroup{}
+	a, b := newBatcher(ctx, wg, 8, gt, re.exec), newBatcher(ctx, wg, 8, gt, re.exec)
+	c, d := newBatcher(ctx, wg, 8, gt, re.exec), newBatcher(ctx, wg, 8, gt, re.exec)
+	// Two callers as Apply is one: a request on one bucket, then one on another with the reply,
+	// then it returns (its count ends). Each starts on a hold, as a queued fix does.
+	twoSteps := func(first, second *batcher[int, int], req int) <-chan result {
+		ch := make(chan result, 1)
+		go func() {
+			v, err := first.do(context.Background(), req)
+			if err == nil {
+				v, err = second.do(context.Background(), v)
+			}
+			gt.add(-1) // Apply returns
+			ch <- result{req, v, err}
+		}()
+		return ch
+	}
+	gt.add(3) // three fixes queued: two will be applied, the third is still on its way
+	r1 := twoSteps(a, c, 1)
+	r2 := twoSteps(b, d, 2)
+	waitJoined(t, gt, 2)
+	if rounds, directs := re.seen(); rounds+directs != "[]" {
+		t.Fatalf("rounds %s, direct calls %s while a fix was still on its way", rounds, directs)
+	}
+	gt.add(-1) // the third is released (e.g. rejected): every caller waits in a bucket
+	for _, ch := range []<-chan result{r1, r2} {
+		if r := <-ch; r.err != nil || r.res != r.req*100 {
+			t.Fatalf("request %d: %d, %v; want %d", r.req, r.res, r.err, r.req*100)
+		}
+	}
+	if rounds, directs := re.seen(); rounds != "[1] [2] | [10] [20]" || directs != "[]" {
+		t.Fatalf("rounds %s, direct calls %s; want [1] [2] | [10] [20] and none", rounds, directs)
+	}
+	if n := ft.armed(); n != 2 {
+		t.Fatalf("gate armed %d times, want 2 (the timer never fired)", n)
+	}
+	gt.mu.Lock()
+	active := gt.active
+	gt.mu.Unlock()
+	if active != 0 {
+		t.Fatalf("%d callers still counted after both returned", active)
+	}
+	for _, bt := range []*batcher[int, int]{a, b, c, d} {
+		bt.close()
+	}
+	wg.Wait()
+}

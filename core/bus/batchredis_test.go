@@ -241,3 +241,65 @@ func TestRedisWriteTrim(t *testing.T) {
 		t.Fatalf("mesh B (not written) = %v, want %v", got, want)
 	}
 }
+
+// TestRedisEarlyRounds runs Apply on a real Redis with early rounds and a gate timer that never
+// fires, so every round opens because nothing else is on its way: a Hold keeps the armed round
+// shut (the Apply cannot finish), its release opens it, and the Apply's mesh write then goes in
+// a round of its own that opens as soon as the Apply waits in its bucket. An Apply handed the
+// release of a hold (WithRelease) takes it over. Afterwards nothing is counted.
+func TestRedisEarlyRounds(t *testing.T) {
+	s := redistest.StartSingle(t)
+	ctx := context.Background()
+	bb, err := Open(ctx, s.URL(), Options{KeyPrefix: "er", BatchDelay: time.Millisecond, BatchEarly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bb.Close()
+	b := bb.(*redisBus)
+	b.gate.t.Stop()
+	ft := &fakeTimer{}
+	b.gate.t = ft // before any Apply: only the counts open rounds now
+	fix := func(id string) Update {
+		return Update{Vehicle: &meshcastv1.Vehicle{Id: id, Mesh: "53394611", ObservedAtMs: time.Now().UnixMilli()}, Dispatchable: true}
+	}
+	apply := func(ctx context.Context, u Update) <-chan error {
+		ch := make(chan error, 1)
+		go func() {
+			r, err := b.Apply(ctx, u)
+			if err == nil && (!r.Applied || r.Events != 1) {
+				err = fmt.Errorf("result %+v, want applied with one event", r)
+			}
+			ch <- err
+		}()
+		return ch
+	}
+
+	release := b.Hold() // a fix on its way
+	first := apply(ctx, fix("f/1"))
+	waitJoined(t, b.gate, 1) // the compare-and-set's bucket waits in the armed round
+	select {
+	case err := <-first:
+		t.Fatalf("Apply returned (%v) while a hold kept its round shut", err)
+	default:
+	}
+	wait := func(ch <-chan error) {
+		t.Helper()
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(waitTimeout): // only a hung run: a round nobody opens
+			t.Fatalf("Apply still waiting after %v: a round never opened", waitTimeout)
+		}
+	}
+	release()
+	wait(first)
+	wait(apply(WithRelease(ctx, b.Hold()), fix("f/2")))
+	b.gate.mu.Lock()
+	active, rounds := b.gate.active, ft.armed()
+	b.gate.mu.Unlock()
+	if active != 0 || rounds != 4 {
+		t.Fatalf("after both Applies: %d counted, %d rounds armed; want 0 and 4 (two steps each)", active, rounds)
+	}
+}

@@ -58,6 +58,21 @@ type Bus interface {
 	Close() error
 }
 
+// Holder is implemented by the Redis bus. With Options.BatchEarly, Hold counts one Apply call
+// about to be made, so that no round opens early without it; the caller must either pass release
+// to that Apply with [WithRelease] (Apply releases it once it counts itself) or call it, exactly
+// once. Without BatchEarly, Hold and release do nothing.
+type Holder interface {
+	Hold() (release func())
+}
+
+// WithRelease returns ctx carrying the release of a [Holder.Hold], for Apply to call.
+func WithRelease(ctx context.Context, release func()) context.Context {
+	return context.WithValue(ctx, releaseKey{}, release)
+}
+
+type releaseKey struct{}
+
 // Handler receives the events of a subscription. Its methods run on the bus's goroutines (the
 // Redis bus: one per subscribed mesh, which delivers that mesh's events in order, plus one that
 // calls OnResync; the memory bus: the goroutine that called Apply), so calls for different meshes,
@@ -115,6 +130,12 @@ type Options struct {
 	// CPU per fix, bridge processing p50 from ~1 to 4-5ms (BENCHMARKS.md). Default 0: no rounds, an idle bucket sends at
 	// once.
 	BatchDelay time.Duration
+	// BatchEarly (Redis, with BatchDelay) opens a round before its delay once no Apply call is on
+	// its way to a bucket: every call in progress then waits in one, so waiting longer would
+	// gather nothing more. A caller that is about to call Apply (the bridge, for the fixes of one
+	// MQTT read) holds the round with [Holder]. Meant for callers that deliver work in bursts
+	// (the bridge's -read-delay); with fixes arriving one by one each round holds one fix.
+	BatchEarly bool
 	// KeyPrefix is the first part of every Redis key and channel. Default "mc". Buses with
 	// different prefixes on one Redis do not see each other (tests, several deployments).
 	KeyPrefix string
@@ -146,6 +167,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.BatchDelay < 0 || o.BatchDelay > 2*time.Millisecond {
 		return o, fmt.Errorf("bus options: batch delay %v outside 0-2ms", o.BatchDelay)
+	}
+	if o.BatchEarly && o.BatchDelay == 0 {
+		return o, errors.New("bus options: BatchEarly needs a BatchDelay (the rounds it opens early)")
 	}
 	if o.Now == nil {
 		o.Now = time.Now

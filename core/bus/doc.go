@@ -114,6 +114,14 @@
 // bridge and 20-25% less in Redis for a median fix 3-4ms slower (BENCHMARKS.md). The time each step waited
 // in its bucket's queue is meshcast_bus_batch_wait_seconds.
 //
+// Options.BatchEarly (set by the bridge when both -bus-batch-delay and -read-delay are on) opens a
+// round before its delay once no Apply call is on its way to a bucket: every call in progress then
+// waits in one, so waiting longer would gather nothing more. Each Apply counts while it runs (from
+// its start until it waits in a bucket, and again from just before a reply wakes it); a caller
+// about to call Apply holds the rounds with [Holder] (the bridge, from a message's receipt), so the
+// fixes of one MQTT read go in one round and their mesh writes in the next, with no timer wait.
+// The delay still bounds a round's wait.
+//
 // # Subscriptions over Redis
 //
 // Subscriptions use their own rueidis client, so message traffic never queues behind Apply. Each

@@ -73,6 +73,7 @@ func TestOptionsValidation(t *testing.T) {
 		{FlushDelay: 11 * time.Millisecond},
 		{BatchDelay: 3 * time.Millisecond},
 		{BatchDelay: -time.Millisecond},
+		{BatchEarly: true}, // early rounds of no rounds
 	}
 	for _, o := range bad {
 		if _, err := bus.Open(context.Background(), "memory://", o); err == nil {

@@ -172,12 +172,13 @@ type redisBus struct {
 	// random (tests set it, before the first Apply, to decide).
 	trimNow func() bool
 
-	gate   *gate                      // shared by the batchers; nil when BatchDelay is 0
-	casB   []*batcher[casReq, casRes] // per vehicle bucket
-	writeB []*batcher[writeReq, bool] // per mesh bucket
-	ctx    context.Context            // cancelled by Close: ends the batches in flight
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // running batchers
+	gate    *gate                      // shared by the batchers; nil when BatchDelay is 0
+	release func()                     // what Hold returns (one function: a release is called once)
+	casB    []*batcher[casReq, casRes] // per vehicle bucket
+	writeB  []*batcher[writeReq, bool] // per mesh bucket
+	ctx     context.Context            // cancelled by Close: ends the batches in flight
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // running batchers
 }
 
 func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
@@ -228,7 +229,9 @@ func openRedis(ctx context.Context, ep endpoint, o Options) (Bus, error) {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	if o.BatchDelay > 0 {
 		b.gate = newGate(b.ctx, o.BatchDelay, b.sendRound)
+		b.gate.early = o.BatchEarly
 	}
+	b.release = func() { b.gate.add(-1) }
 	wait := func(d time.Duration) { b.m.batchWait.Observe(d.Seconds()) }
 	b.casB = make([]*batcher[casReq, casRes], vehicleBuckets)
 	for i := range b.casB {
@@ -278,7 +281,20 @@ func (b *redisBus) meshKeys(m string) (hash, channel string) {
 	return p + "veh", p + "ev"
 }
 
+// Hold implements Holder.
+func (b *redisBus) Hold() (release func()) {
+	b.gate.add(1)
+	return b.release
+}
+
 func (b *redisBus) Apply(ctx context.Context, u Update) (Result, error) {
+	if b.gate != nil && b.gate.early {
+		b.gate.add(1) // on its way to a bucket (early rounds), until it waits in one or returns
+		if rel, _ := ctx.Value(releaseKey{}).(func()); rel != nil {
+			rel() // the caller's Hold: this call counts itself now
+		}
+		defer b.gate.add(-1)
+	}
 	res, err := b.apply(ctx, u)
 	switch {
 	case err != nil:

@@ -96,10 +96,22 @@ func TestRedisConformance(t *testing.T) {
 			},
 		})
 	})
-	clusterBackend := func(delay time.Duration) backend {
+	// And with early rounds (Options.BatchEarly): a round opens once every Apply waits in a bucket.
+	t.Run("SingleEarly", func(t *testing.T) {
+		conformance(t, backend{
+			open: func(t *testing.T, o bus.Options) bus.Bus {
+				o.BatchDelay, o.BatchEarly = time.Millisecond, true
+				return openRedis(t, single.URL(), o)
+			},
+			serverSubscribers: func(t *testing.T, ch string) int64 {
+				return shardSubscribers(t, single.Node, ch)
+			},
+		})
+	})
+	clusterBackend := func(delay time.Duration, early bool) backend {
 		return backend{
 			open: func(t *testing.T, o bus.Options) bus.Bus {
-				o.BatchDelay = delay
+				o.BatchDelay, o.BatchEarly = delay, early
 				return openRedis(t, cluster.URL(), o)
 			},
 			masters: func(t *testing.T, chans []string) int {
@@ -122,8 +134,9 @@ func TestRedisConformance(t *testing.T) {
 			},
 		}
 	}
-	t.Run("Cluster", func(t *testing.T) { conformance(t, clusterBackend(0)) })
-	t.Run("ClusterRounds", func(t *testing.T) { conformance(t, clusterBackend(time.Millisecond)) })
+	t.Run("Cluster", func(t *testing.T) { conformance(t, clusterBackend(0, false)) })
+	t.Run("ClusterRounds", func(t *testing.T) { conformance(t, clusterBackend(time.Millisecond, false)) })
+	t.Run("ClusterEarly", func(t *testing.T) { conformance(t, clusterBackend(time.Millisecond, true)) })
 }
 
 // TestRedisKeys checks the key schema and that nobody needs to clean up: old entries and
