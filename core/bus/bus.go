@@ -61,7 +61,7 @@ type Bus interface {
 // Holder is implemented by the Redis bus. With Options.BatchEarly, Hold counts one Apply call
 // about to be made, so that no round opens early without it; the caller must either pass release
 // to that Apply with [WithRelease] (Apply releases it once it counts itself) or call it, exactly
-// once. Without BatchEarly, Hold and release do nothing.
+// once. Without BatchEarly, Hold returns nil: there is nothing to release.
 type Holder interface {
 	Hold() (release func())
 }

@@ -283,6 +283,9 @@ func (b *redisBus) meshKeys(m string) (hash, channel string) {
 
 // Hold implements Holder.
 func (b *redisBus) Hold() (release func()) {
+	if b.gate == nil || !b.gate.early {
+		return nil
+	}
 	b.gate.add(1)
 	return b.release
 }
