@@ -18,25 +18,26 @@ import (
 // idle rider's first update arrives, the fan-out puts the rider on a flusher's queue, and the
 // flusher, -write-delay later, encodes the rider's batch (every update that arrived meanwhile,
 // the latest per vehicle) and writes it to the socket itself with one non-blocking write system
-// call. With no write delay the fan-out makes that write at once, on its own goroutine. Only
+// call. With no write delay the flusher writes as soon as it runs: the fan-out only queues the
+// rider, so that under load a rider's updates of one burst still leave in one write. Only
 // what cannot be done without waiting goes to a goroutine of the rider's own (run), started
 // for it and ending when the rider is idle again: the rest of a write the socket did not take
 // at once, a rider over its send buffer (sendQueue.wait), the snapshot after the stream opens
 // or moves, and the end of the stream. An idle rider is its session, its socket, its reader
 // goroutine and a timer for its heartbeat.
 //
-// Ownership: one of the flusher, the fan-out and the rider's goroutine owns a rider at a time
+// Ownership: the flusher or the rider's goroutine owns a rider at a time
 // (state owned); only the owner polls the session, uses the send queue and writes batches.
 // Writes to the socket (the owner's and, for WebSocket, coder/websocket's own control frames
 // through frameWriter) take the rider's write mutex, and the rest of a partial write is written
-// first by whoever writes next, so frames never interleave. The flusher and the fan-out never
-// wait for that mutex (TryLock: a busy rider goes to its goroutine).
+// first by whoever writes next, so frames never interleave. The flusher never waits for that
+// mutex (TryLock: a busy rider goes to its goroutine).
 
 // Rider states.
 const (
 	riderIdle   int32 = iota // no owner, not queued: the next notify queues or flushes it
 	riderQueued              // on a flusher's queue
-	riderOwned               // the flusher, the fan-out or the rider's goroutine works on it
+	riderOwned               // the flusher or the rider's goroutine works on it
 	riderDone                // the stream ended
 )
 
@@ -129,7 +130,7 @@ type directRider struct {
 	f      directFraming
 	w      *sockWriter
 	q      *sendQueue
-	fl     *flusher // nil: no write delay, the notifying goroutine writes
+	fl     *flusher
 	finish func(err error)
 
 	state  atomic.Int32
@@ -150,18 +151,15 @@ type directRider struct {
 // idle or the stream has ended (finish was called, on this goroutine or a later one of the
 // rider's).
 func (s *Server) startDirect(rs *stream, f directFraming, w *sockWriter, q *sendQueue, finish func(error)) {
-	r := &directRider{s: s, rs: rs, f: f, w: w, q: q, finish: finish}
-	if s.o.Session.WriteDelay > 0 {
-		r.fl = s.flusherFor()
-	}
+	r := &directRider{s: s, rs: rs, f: f, w: w, q: q, finish: finish, fl: s.flusherFor()}
 	r.state.Store(riderOwned)
 	rs.sess.SetNotify(r.notify)
 	r.stopCtx = context.AfterFunc(rs.ctx, func() { r.notify(true) })
 	r.run()
 }
 
-// notify is the session's (and the timer's) news: queue the rider for its flusher, write at
-// once without a write delay, or start its goroutine when urgent.
+// notify is the session's (and the timer's) news: queue the rider for its flusher, or start its
+// goroutine when urgent.
 func (r *directRider) notify(urgent bool) {
 	if urgent {
 		r.urgent.Store(true)
@@ -169,22 +167,14 @@ func (r *directRider) notify(urgent bool) {
 	for {
 		switch st := r.state.Load(); st {
 		case riderIdle:
-			switch {
-			case urgent || r.urgent.Load():
+			if urgent || r.urgent.Load() {
 				if r.state.CompareAndSwap(riderIdle, riderOwned) {
 					go r.run()
 					return
 				}
-			case r.fl != nil:
-				if r.state.CompareAndSwap(riderIdle, riderQueued) {
-					r.fl.push(r)
-					return
-				}
-			default:
-				if r.state.CompareAndSwap(riderIdle, riderOwned) {
-					r.flush()
-					return
-				}
+			} else if r.state.CompareAndSwap(riderIdle, riderQueued) {
+				r.fl.push(r)
+				return
 			}
 		case riderQueued:
 			if !urgent {
@@ -234,7 +224,7 @@ func (r *directRider) getBuf(bp **[]byte) func() []byte {
 	}
 }
 
-// flush is the flusher's and the fan-out's work on an owned rider: its ready batches, each one
+// flush is the flusher's work on an owned rider: its ready batches, each one
 // non-blocking write; what would wait goes to the rider's goroutine.
 func (r *directRider) flush() {
 	r.again.Store(false)
@@ -400,7 +390,8 @@ func (r *directRider) write(p []byte) error {
 // flusher writes the queued riders' batches write-delay after each was queued (its first
 // pending update), in the order they were queued (with one delay for all, that is the order
 // of their deadlines). Entries due within a slice of the delay are taken together, so the
-// flusher wakes at most about 16 times per delay.
+// flusher wakes at most about 16 times per delay. With no delay every queued rider is due: the
+// flusher takes them all each time it runs.
 type flusher struct {
 	delay time.Duration
 	slack time.Duration

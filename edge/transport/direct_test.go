@@ -48,7 +48,7 @@ func writers() int {
 
 // TestIdleDirectRiderHasNoWriterGoroutine: a WebSocket or SSE rider that keeps up has no writer
 // goroutine once its snapshot is written, and gets its updates without one (written by the
-// flusher after the write delay, or by the fan-out without one): an idle WebSocket rider is
+// flusher after the write delay, or as soon as it runs without one): an idle WebSocket rider is
 // coder/websocket's reader goroutine only, an idle SSE rider its socket reader only.
 func TestIdleDirectRiderHasNoWriterGoroutine(t *testing.T) {
 	for _, delay := range []time.Duration{0, 20 * time.Millisecond} {
