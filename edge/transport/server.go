@@ -267,6 +267,11 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		grpc.MaxConcurrentStreams(uint32(o.MaxStreamsPerConn)),
 		grpc.MaxHeaderListSize(uint32(o.MaxHeaderBytes)),
 		grpc.InTapHandle(s.tap),
+		// No read buffer: grpc-go reads each connection through a bufio.Reader of 32 KiB by
+		// default, kept for the connection's life, and a rider's client sends next to nothing
+		// (its request, window updates, pings). bench -fanout, 10,000 gRPC riders with a
+		// connection each: 42.8 KB of edge RSS per idle rider against 49.2-50.6 (4 KiB: 49.6).
+		grpc.ReadBufferSize(0),
 	}
 	streamInts := []grpc.StreamServerInterceptor{streamFirstRequest}
 	unaryInts := []grpc.UnaryServerInterceptor{unaryFirstRequest}
