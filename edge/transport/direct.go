@@ -111,11 +111,17 @@ func (w *sockWriter) writeAll(p []byte) error {
 	return err
 }
 
-// newSockWriter returns the writer of c's socket; its RawConn is nil when c is not TCP (then
-// the rider cannot be written directly: it gets the pump).
+// newSockWriter returns the writer of c's socket; its RawConn is nil unless c is a plain TCP
+// connection (as accepted, or behind the listener's sniffedConn, which only replays reads):
+// bytes written to the socket itself must be what c.Write would have written, so a connection
+// that transforms them (TLS: tcpConn would unwrap it) is not written directly but by the pump.
 func newSockWriter(c net.Conn, timeout time.Duration) *sockWriter {
 	w := &sockWriter{conn: c, timeout: timeout}
-	if tc := tcpConn(c); tc != nil {
+	tc, ok := c.(*net.TCPConn)
+	if sc, isSniffed := c.(*sniffedConn); isSniffed {
+		tc, ok = sc.Conn.(*net.TCPConn)
+	}
+	if ok {
 		if rc, err := tc.SyscallConn(); err == nil {
 			w.rc = rc
 		}

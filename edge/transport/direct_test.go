@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"syscall"
@@ -197,4 +198,61 @@ func testDirectFallback(t *testing.T, sub string, delay time.Duration) {
 		}
 	}
 	waitFor(t, func() bool { return writers() == 0 })
+}
+
+// TestDirectWritesOnlyOnPlainTCP: a WebSocket or SSE stream on a connection that transforms its
+// bytes (HTTP/1.1 over TLS, as a server wrapped in TLS would accept it) is written through that
+// connection, not straight to the TCP socket under it: the client reads its events through TLS.
+func TestDirectWritesOnlyOnPlainTCP(t *testing.T) {
+	b := bus.NewMemory(bus.Options{})
+	t.Cleanup(func() { b.Close() })
+	ts := startServer(t, b, nil, Options{Session: session.Options{WriteDelay: 10 * time.Millisecond}})
+	h1 := httptest.NewUnstartedServer(ts.srv) // HTTP/1.1 only: no h2 offered
+	h1.StartTLS()
+	defer h1.Close()
+	sc := &scenario{t: t, b: b, clk: new(clock), last: map[string]int64{}}
+	centre := pt{35.681236, 139.767125}
+	req := &meshcastv1.WatchRequest{Lat: centre.lat, Lon: centre.lon, RadiusM: 1000}
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "wss"+strings.TrimPrefix(watchURL(h1.URL, PathWebSocket, req, nil), "https"),
+		&websocket.DialOptions{HTTPClient: h1.Client(), Subprotocols: []string{SubprotocolJSON}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	resp, err := h1.Client().Get(watchURL(h1.URL, PathSSE, req, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 1 {
+		t.Fatalf("SSE over %s, want HTTP/1.1", resp.Proto)
+	}
+	sse := &tracked{rider: newRider("sse-tls")}
+	go func() { sse.finish(readSSE(resp.Body, sse.rider, func(string) {})) }()
+	ws := &tracked{rider: newRider("ws-tls")}
+	go func() {
+		for {
+			typ, data, err := c.Read(context.Background())
+			if err != nil {
+				ws.finish(err)
+				return
+			}
+			evs, err := splitWSMessage(typ, data, false)
+			if err != nil {
+				ws.finish(err)
+				return
+			}
+			for _, ev := range evs {
+				ws.events <- ev
+			}
+		}
+	}()
+	rs := []*tracked{ws, sse}
+	expectAll(t, rs, "snapshot []")
+	p := pt{35.6800, 139.7670}
+	sc.fix("f/v1", p, 0)
+	expectAll(t, rs, fmt.Sprintf("upsert f/v1@%.4f,%.4f %s", p.lat, p.lon, meshOf(t, p)))
 }
