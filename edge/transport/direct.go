@@ -111,6 +111,14 @@ func (w *sockWriter) writeAll(p []byte) error {
 	return err
 }
 
+// write is writeAll under the rider's write lock: the pump's, the rider's goroutine's and
+// coder/websocket's own frames go through it.
+func (w *sockWriter) write(p []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writeAll(p)
+}
+
 // newSockWriter returns the writer of c's socket; its RawConn is nil unless c is a plain TCP
 // connection (as accepted, or behind the listener's sniffedConn, which only replays reads):
 // bytes written to the socket itself must be what c.Write would have written, so a connection
@@ -204,12 +212,13 @@ func (r *directRider) notify(urgent bool) {
 // release lets go of an idle rider: its timer is armed for the session's next wake-up and
 // news that came meanwhile is looked at again.
 func (r *directRider) release(next time.Duration) {
-	at := time.Now().Add(next)
+	now := time.Now()
+	at := now.Add(next)
 	switch {
 	case r.timer == nil:
 		r.timer = time.AfterFunc(next, func() { r.notify(false) })
 		r.timerAt = at
-	case at.Before(r.timerAt) || !r.timerAt.After(time.Now()):
+	case at.Before(r.timerAt) || !r.timerAt.After(now):
 		r.timer.Reset(next)
 		r.timerAt = at
 	}
@@ -228,6 +237,14 @@ func (r *directRider) getBuf(bp **[]byte) func() []byte {
 		*bp = b
 		return (*b)[:r.f.headroom()]
 	}
+}
+
+// handOff gives a framed batch to the rider's goroutine, which writes it first; n is its length
+// for the send queue's wait, -1 when fits already counted it.
+func (r *directRider) handOff(bp *[]byte, n int, bt session.Batch) {
+	r.pend, r.pendN = bp, n
+	r.s.m.observeBatch(bt)
+	r.toGoroutine()
 }
 
 // flush is the flusher's work on an owned rider: its ready batches, each one
@@ -252,22 +269,16 @@ func (r *directRider) flush() {
 		*bp = b
 		out := r.f.frame(b)
 		if !r.q.fits(len(out)) {
-			r.pend, r.pendN = bp, len(out)
-			r.s.m.observeBatch(bt)
-			r.toGoroutine()
+			r.handOff(bp, len(out), bt)
 			return
 		}
-		if !r.w.mu.TryLock() {
-			r.pend, r.pendN = bp, -1 // counted by fits
-			r.s.m.observeBatch(bt)
-			r.toGoroutine()
-			return
-		}
-		if r.w.tail != nil { // a control frame's writer left none; defensive
+		locked := r.w.mu.TryLock()
+		if locked && r.w.tail != nil { // a control frame's writer left none; defensive
 			r.w.mu.Unlock()
-			r.pend, r.pendN = bp, -1
-			r.s.m.observeBatch(bt)
-			r.toGoroutine()
+			locked = false
+		}
+		if !locked {
+			r.handOff(bp, -1, bt) // counted by fits
 			return
 		}
 		n, err := r.w.tryWrite(out)
@@ -384,10 +395,7 @@ func (r *directRider) runLoop() error {
 var errIdle = errors.New("rider idle")
 
 func (r *directRider) write(p []byte) error {
-	r.w.mu.Lock()
-	err := r.w.writeAll(p)
-	r.w.mu.Unlock()
-	if err != nil {
+	if err := r.w.write(p); err != nil {
 		return errors.Join(errWriteFailed, err)
 	}
 	return nil

@@ -78,15 +78,24 @@ func (q *sendQueue) fits(n int) bool {
 	if q == nil {
 		return true
 	}
+	ok, _ := q.try(n)
+	return ok
+}
+
+// try counts n bytes as written when they may be written now (probing the queue only when the
+// bytes written since the last probe could have passed the limit); when the queue is over the
+// limit it returns false and the bytes acknowledged so far.
+func (q *sendQueue) try(n int) (bool, uint64) {
 	if q.bound+n <= q.limit {
 		q.bound += n
-		return true
+		return true, 0
 	}
-	if over, _ := q.over(); over {
-		return false
+	over, acked := q.over()
+	if !over {
+		q.bound = q.unacked + n
+		return true, 0
 	}
-	q.bound = q.unacked + n
-	return true
+	return false, acked
 }
 
 // wait is called before writing n bytes. When the queue may be over the limit it probes it, and
@@ -97,13 +106,8 @@ func (q *sendQueue) wait(ctx context.Context, n int) error {
 	if q == nil {
 		return nil
 	}
-	if q.bound+n <= q.limit {
-		q.bound += n
-		return nil
-	}
-	over, acked := q.over()
-	if !over {
-		q.bound = q.unacked + n
+	ok, acked := q.try(n)
+	if ok {
 		return nil
 	}
 	since := q.now()

@@ -190,11 +190,7 @@ func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) {
 	head = append(head, "Connection: close\r\n\r\n"...)
 	q := newSendQueue(conn, s.o.SendBuffer, s.o.WriteTimeout)
 	sw := newSockWriter(conn, s.o.WriteTimeout)
-	write := func(b []byte) error {
-		sw.mu.Lock()
-		defer sw.mu.Unlock()
-		return sw.writeAll(b)
-	}
+	write := sw.write
 	if sw.rc == nil {
 		finish(s.pumpSSE(rs, head, q, write))
 		return

@@ -21,9 +21,7 @@ type frameWriter struct {
 // write writes whole frames to the socket under the rider's write lock, after the rest of a
 // batch if one is waiting, within the write timeout.
 func (w *frameWriter) write(p []byte) (int, error) {
-	w.s.mu.Lock()
-	defer w.s.mu.Unlock()
-	if err := w.s.writeAll(p); err != nil {
+	if err := w.s.write(p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
