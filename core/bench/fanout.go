@@ -69,18 +69,22 @@ type FanoutConfig struct {
 
 // FanoutStep is what one step measured.
 type FanoutStep struct {
-	Target           int     `json:"target_per_s"`
-	Delivered        float64 `json:"delivered_per_s"` // events the riders received per second
-	Predicted        float64 `json:"predicted_per_s"` // deliveries the publisher's geometry predicted
-	Updates          float64 `json:"updates_per_s"`   // vehicle fixes published per second
-	Vehicles         int     `json:"vehicles"`
-	EdgeCores        float64 `json:"edge_cores"`
-	MicrosPerEvent   float64 `json:"edge_us_per_event"`
-	EventsPerCPUSec  float64 `json:"events_per_edge_cpu_s"`
-	WritesPerSec     float64 `json:"edge_writes_per_s"`
-	EventsPerWrite   float64 `json:"events_per_write"`
-	RSSMB            float64 `json:"edge_rss_mb"`
-	Latency          Latency `json:"latency"`
+	Target          int     `json:"target_per_s"`
+	Delivered       float64 `json:"delivered_per_s"` // events the riders received per second
+	Predicted       float64 `json:"predicted_per_s"` // deliveries the publisher's geometry predicted
+	Updates         float64 `json:"updates_per_s"`   // vehicle fixes published per second
+	Vehicles        int     `json:"vehicles"`
+	EdgeCores       float64 `json:"edge_cores"`
+	MicrosPerEvent  float64 `json:"edge_us_per_event"`
+	EventsPerCPUSec float64 `json:"events_per_edge_cpu_s"`
+	WritesPerSec    float64 `json:"edge_writes_per_s"`
+	EventsPerWrite  float64 `json:"events_per_write"`
+	RSSMB           float64 `json:"edge_rss_mb"`
+	Latency         Latency `json:"latency"`
+	// Where the tail comes from: the p99 of the edge's own latency to its write (an upper bucket
+	// bound of meshcast_edge_delivery_latency_seconds) and of this harness's scheduler latency.
+	EdgeWriteP99ms   float64 `json:"edge_write_p99_ms"`
+	BenchSchedP99ms  float64 `json:"bench_sched_p99_ms"`
 	Cuts, Drops      int64   `json:"-"`
 	Connected        int64   `json:"connected"`
 	LoadAvg          string  `json:"loadavg"`
@@ -353,6 +357,8 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid, redisPID int,
 	if err != nil {
 		return st, err
 	}
+	var tail tailProbe
+	tail.start(ctx, admin)
 	t0 := time.Now()
 	var prof chan error
 	if cfg.ProfileDir != "" {
@@ -370,6 +376,7 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid, redisPID int,
 		return st, err
 	}
 	win := time.Since(t0).Seconds()
+	tail.stop(ctx)
 	p1 := pub.stats()
 	cpu1 := cpuStat()
 	self1, _ := procSample(os.Getpid())
@@ -398,6 +405,10 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid, redisPID int,
 	st.RSSMB = float64(s1.rss) / (1 << 20)
 	st.Latency = Latency{Samples: h.Count(), P50ms: ms(h.Quantile(0.5)), P90ms: ms(h.Quantile(0.9)), P99ms: ms(h.Quantile(0.99)),
 		P999ms: ms(h.Quantile(0.999)), MaxMs: ms(h.Max())}
+	st.EdgeWriteP99ms, st.BenchSchedP99ms = tail.ms()
+	if tail.err != nil {
+		logf("fanout: %v", tail.err)
+	}
 	st.Cuts, st.Drops, st.Connected, st.SeqErrors = c.Cuts, c.Drops, c.Connected, c.SeqErrors
 	st.CutsAndDropsText = fmt.Sprintf("%d cut, %d dropped", c.Cuts, c.Drops)
 	st.LoadAvg = loadAvg()
@@ -421,6 +432,8 @@ func runStep(ctx context.Context, cfg FanoutConfig, rate int, pid, redisPID int,
 		}
 	}
 	logf("%s", by)
+	logf("fanout:         the tail: p99 of the edge's write latency ≤ %.0f ms (its histogram's bucket), of this harness's scheduler latency %.2f ms",
+		st.EdgeWriteP99ms, st.BenchSchedP99ms)
 	return st, nil
 }
 

@@ -55,9 +55,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Clients cut for not sending in time (handshake timeout), by what they had not sent.",
 		}, []string{"reason"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "meshcast_edge_delivery_latency_seconds",
-			Help:    "From a fix's timestamp (observed_at_ms) to the write of its upsert to a rider.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+			Name: "meshcast_edge_delivery_latency_seconds",
+			Help: "From a fix's timestamp (observed_at_ms) to the write of its upsert to a rider.",
+			// Finer around the write delay (default 50 ms), where most upserts are written.
+			Buckets: []float64{.005, .01, .025, .05, .055, .06, .07, .08, .1, .15, .25, .5, 1, 2.5, 5, 10},
 		}),
 		stallWatchOff: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshcast_edge_stall_watch_off_total",
