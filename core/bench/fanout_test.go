@@ -43,4 +43,7 @@ func TestFanoutHarness(t *testing.T) {
 	if st.Latency.Samples == 0 || st.EdgeCores <= 0 || st.EventsPerWrite <= 0 || st.RSSMB <= 0 || res.PerRiderKB <= 0 {
 		t.Errorf("step %+v, per rider %.2f KB: want latency samples, edge CPU, writes and RSS", st, res.PerRiderKB)
 	}
+	if st.EdgeWriteP99ms <= 0 || st.BenchSchedP99ms <= 0 {
+		t.Errorf("the tail's sources: edge write p99 %v ms, harness scheduler p99 %v ms; want both read", st.EdgeWriteP99ms, st.BenchSchedP99ms)
+	}
 }
