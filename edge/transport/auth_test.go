@@ -127,6 +127,25 @@ var openers = map[string]func(t *testing.T, ts *testServer, req *meshcastv1.Watc
 		}
 		return outcome{snapshot: ev.GetSnapshot() != nil}
 	},
+	"grpc-web-binary": func(t *testing.T, ts *testServer, req *meshcastv1.WatchRequest, tok string) outcome {
+		// Binary over plain HTTP/1.1: the direct path (grpcweb.go).
+		hdr := http.Header{}
+		if tok != "" {
+			hdr.Set("Authorization", "Bearer "+tok)
+		}
+		r, _ := webBinRider(t, ts.base, req, nil, hdr, nil)
+		defer r.close()
+		select {
+		case ev := <-r.events:
+			return outcome{snapshot: ev.GetSnapshot() != nil}
+		case <-r.done:
+			code, msg := statusOf(r.end)
+			return outcome{code: code, msg: msg}
+		case <-time.After(waitLimit):
+			t.Fatal("grpc-web-binary: no answer")
+		}
+		return outcome{}
+	},
 	"grpc-web-websocket": func(t *testing.T, ts *testServer, req *meshcastv1.WatchRequest, tok string) outcome {
 		// improbable's grpc-websockets transport (Track): the metadata travels in the first message.
 		u := "ws" + strings.TrimPrefix(ts.base, "http") + meshcastv1.RiderService_Track_FullMethodName

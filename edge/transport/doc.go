@@ -27,7 +27,13 @@
 //     CORS for Options.AllowedOrigins (a request from another origin gets 403 from the server
 //     itself, as on WebSocket and SSE), and its grpc-websockets transport for Track. Every write
 //     of a gRPC-Web response has a write deadline (the websocket transport's writes have none:
-//     the library owns them).
+//     the library owns them). Binary Watch over plain HTTP/1.1 (what browsers' fetch sends) is
+//     not served by grpc-go: the package's WrapHandler over the edge's own handler answers CORS
+//     and refusals, then the connection is hijacked and the stream written like SSE (direct
+//     writes; chunked, one gRPC-Web data frame per event, the trailer frame at the end; see
+//     grpcweb.go). A grpc-timeout ends it with DEADLINE_EXCEEDED; a body that is not exactly one
+//     WatchRequest message is INVALID_ARGUMENT. Text mode, HTTP/2, the websocket transport and
+//     the other methods go through the package over grpc-go.
 //   - WebSocket, GET /v1/ws: query lat, lon, radius_m, classes (comma-separated
 //     standard|premium|van|accessible), max_vehicles, min_interval_ms. Subprotocol
 //     meshcast.v1.json (the default when the client offers none: text frames, protojson events
@@ -106,7 +112,8 @@
 // buffers once accepted: it lives in one small goroutine (a reader that notices the client
 // leaving or applies its moves), with small or no buffers, and has no writer goroutine while it
 // keeps up: its batches are written by a flusher (or the fan-out) with one non-blocking system
-// call each, and only what would wait gets a goroutine of the rider's own (direct.go). The gRPC
+// call each, and only what would wait gets a goroutine of the rider's own (direct.go). A binary
+// gRPC-Web Watch over HTTP/1.1 is served the same way (grpcweb.go). The gRPC
 // transports use one send pump (pump: a
 // riderWriter is a transport's framing and its write): each batch is encoded once, in the
 // rider's own format, straight into a pooled buffer taken when the batch is ready and given

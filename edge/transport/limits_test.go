@@ -105,7 +105,7 @@ func counterValue(t *testing.T, g prometheus.Gatherer, name, label string) float
 func wantRefused(t *testing.T, transport string, got outcome, code codes.Code, httpCode, msg string) {
 	t.Helper()
 	switch transport {
-	case "grpc", "grpc-web", "grpc-web-websocket":
+	case "grpc", "grpc-web", "grpc-web-binary", "grpc-web-websocket":
 		if got.code != code || !strings.Contains(got.msg, msg) {
 			t.Errorf("%s: %+v, want %v %q", transport, got, code, msg)
 		}

@@ -272,6 +272,7 @@ func runMatrix(t *testing.T, b bus.Bus, clk *clock, delay time.Duration) {
 		{rider: grpcWatch(t, cc, req)},
 		{rider: nodeWebRider(t, ts.base, desc, req)},
 		{rider: webTextRider(t, ts.base, req, nil)},
+		{rider: func() *rider { r, _ := webBinRider(t, ts.base, req, nil, nil, nil); return r }()},
 	}
 	movers := []*tracked{
 		{rider: grpcTrack(t, cc, req)},

@@ -200,7 +200,10 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 	web    *grpcweb.WrappedGrpcServer
-	http   *http.Server
+	// webDirectSrv serves gRPC-Web Watch over plain HTTP/1.1 (binary) without grpc-go: the
+	// package's WrapHandler over serveWebWatch (grpcweb.go).
+	webDirectSrv *grpcweb.WrappedGrpcServer
+	http         *http.Server
 
 	// stop is cancelled when Shutdown begins: every stream waits in Session.Next on a context
 	// derived from it (ended earlier by its max age or its drain offset) and ends (WebSocket
@@ -297,6 +300,7 @@ func New(h *hub.Hub, o Options) (*Server, error) {
 		grpcweb.WithWebsocketOriginFunc(s.requestOriginAllowed),
 		grpcweb.WithWebsocketsMessageReadLimit(int64(o.MaxMessageBytes)),
 	)
+	s.webDirectSrv = s.newWebDirect()
 	var handler http.Handler = s
 	if o.HTTPMiddleware != nil {
 		handler = o.HTTPMiddleware(s)
@@ -470,12 +474,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.enter() {
 			defer s.streams.Done()
 		}
+		direct := s.webDirect(r)
 		r, release := s.webFirstRequest(w, r, false, stalledGRPCWebReqst)
 		defer release()
 		wr := webRequestFrom(r.Context())
+		dw := &deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.o.WriteTimeout, cut: &wr.cutting}
+		if direct {
+			s.serveWebDirect(w, r, dw) // binary Watch on plain HTTP/1.1: grpcweb.go
+			return
+		}
 		wr.batchFlush.Store(true)
-		s.web.ServeHTTP(&deadlineWriter{ResponseWriter: w, rc: http.NewResponseController(w), timeout: s.o.WriteTimeout,
-			cut: &wr.cutting, skip: &wr.skipFlushes}, r)
+		dw.skip = &wr.skipFlushes
+		s.web.ServeHTTP(dw, r)
 	case s.web.IsAcceptableGrpcCorsRequest(r):
 		s.web.ServeHTTP(w, r)
 	case r.URL.Path == PathWebSocket:

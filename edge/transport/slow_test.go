@@ -71,6 +71,14 @@ func TestSlowRiderIsCut(t *testing.T) {
 			code, _ := statusOf(r.end)
 			return code == codes.ResourceExhausted
 		}},
+		{"grpc-web-binary", func(t *testing.T, ts *testServer) *rider {
+			r, _ := webBinRider(t, ts.base, req, nil, nil, nil)
+			return r
+		},
+			func(r *rider) bool {
+				var ws *webStatus
+				return errors.As(r.end, &ws) && ws.code == codes.ResourceExhausted
+			}},
 		{"grpc-web", func(t *testing.T, ts *testServer) *rider { return webTextRider(t, ts.base, req, nil) },
 			func(r *rider) bool {
 				var ws *webStatus
