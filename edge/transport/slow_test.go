@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/mesh"
 	"github.com/meshcast/meshcast/core/testwait"
 	"github.com/meshcast/meshcast/edge/session"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
@@ -100,8 +101,14 @@ func TestSlowRiderIsCut(t *testing.T) {
 					slow.close()
 				}
 			})
-			waitFor(t, func() bool { return ts.hub.Stats().Watchers > 0 })
-			per := ts.hub.Stats().Watchers // one registration per mesh of the area
+			// One registration per mesh of the area; a rider registers its meshes one at a time, so
+			// the count is read from the area, not from the hub while the rider may be halfway.
+			cover, err := mesh.Cover(centre.lat, centre.lon, float64(req.RadiusM))
+			if err != nil {
+				t.Fatal(err)
+			}
+			per := len(cover)
+			waitFor(t, func() bool { return ts.hub.Stats().Watchers == per })
 			good := &tracked{rider: wsRider(t, ts.base, req, SubprotocolProto)}
 			good.expect(t, "snapshot []")
 			go func() { // the good rider keeps reading
