@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -182,15 +183,20 @@ func TestGRPCWebDirectFallsBackWhenSocketFull(t *testing.T) {
 			})
 			centre := pt{35.681236, 139.767125}
 			req := &meshcastv1.WatchRequest{Lat: centre.lat, Lon: centre.lon, RadiusM: 1000}
+			// A fixed receive buffer (no autotuning), so the socket fills soon; not below the
+			// loopback MSS (64 KiB): smaller, the client's window updates wait for the zero-window
+			// probes' backoff (minutes), and the write timeout cuts the rider meanwhile.
 			dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 				var serr error
-				err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+				err := c.Control(func(fd uintptr) {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 128<<10)
+				})
 				if err != nil {
 					return err
 				}
 				return serr
 			}}
-			client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, ReadBufferSize: 512}}
+			client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
 			r, _ := webBinRider(t, ts.base, req, nil, nil, client)
 			t.Cleanup(r.close)
 			// r.events holds 4096 events: the client stops reading when it is full.
@@ -223,19 +229,24 @@ func TestGRPCWebDirectFallsBackWhenSocketFull(t *testing.T) {
 			latest := map[string]string{}
 			read := func() {
 				t.Helper()
+				var ev *meshcastv1.RiderEvent
 				select {
-				case ev := <-r.events:
-					if ev.Seq != seq+1 {
-						t.Fatalf("seq %d after %d", ev.Seq, seq)
+				case ev = <-r.events:
+				default:
+					select {
+					case ev = <-r.events:
+					case <-r.done:
+						t.Fatalf("stream ended: %v", r.end)
+					case <-time.After(waitLimit):
+						t.Fatal("no event")
 					}
-					seq = ev.Seq
-					if u := ev.GetUpsert(); u != nil {
-						latest[u.Id] = fmt.Sprintf("%.5f,%.5f", u.Lat, u.Lon)
-					}
-				case <-r.done:
-					t.Fatalf("stream ended: %v", r.end)
-				case <-time.After(waitLimit):
-					t.Fatal("no event")
+				}
+				if ev.Seq != seq+1 {
+					t.Fatalf("seq %d after %d", ev.Seq, seq)
+				}
+				seq = ev.Seq
+				if u := ev.GetUpsert(); u != nil {
+					latest[u.Id] = fmt.Sprintf("%.5f,%.5f", u.Lat, u.Lon)
 				}
 			}
 			for latest["f/mark"] == "" {
@@ -414,4 +425,32 @@ func FuzzGRPCTimeout(f *testing.F) {
 			t.Fatalf("%q: %v", v, d)
 		}
 	})
+}
+
+// TestGRPCWebDirectOnlyOnPlainTCP: a binary gRPC-Web Watch on a connection that transforms its
+// bytes (HTTP/1.1 over TLS, as a server wrapped in TLS would accept it) is not hijacked (direct
+// writes would bypass TLS): it is served through the package over grpc-go, as before, and the
+// client reads its events through TLS.
+func TestGRPCWebDirectOnlyOnPlainTCP(t *testing.T) {
+	b := bus.NewMemory(bus.Options{})
+	t.Cleanup(func() { b.Close() })
+	ts := startServer(t, b, nil, Options{Session: session.Options{WriteDelay: 10 * time.Millisecond}})
+	h1 := httptest.NewUnstartedServer(ts.srv) // HTTP/1.1 only: no h2 offered
+	h1.StartTLS()
+	defer h1.Close()
+	req := &meshcastv1.WatchRequest{Lat: 35.681236, Lon: 139.767125, RadiusM: 1000}
+	r, resp := webBinRider(t, h1.URL, req, nil, nil, h1.Client())
+	defer r.close()
+	if resp.ProtoMajor != 1 || resp.TLS == nil {
+		t.Fatalf("%s, TLS %v: want HTTP/1.1 over TLS", resp.Proto, resp.TLS != nil)
+	}
+	tr := &tracked{rider: r}
+	tr.expect(t, "snapshot []")
+	if n := webReaders(); n != 0 {
+		t.Fatalf("%d direct gRPC-Web riders over TLS, want 0", n)
+	}
+	sc := &scenario{t: t, b: b, clk: new(clock), last: map[string]int64{}}
+	p := pt{35.6800, 139.7670}
+	sc.fix("f/v1", p, 0)
+	tr.expect(t, fmt.Sprintf("upsert f/v1@%.4f,%.4f %s", p.lat, p.lon, meshOf(t, p)))
 }
