@@ -117,10 +117,14 @@ func testDirectFallback(t *testing.T, sub string, delay time.Duration) {
 	centre := pt{35.681236, 139.767125}
 	req := &meshcastv1.WatchRequest{Lat: centre.lat, Lon: centre.lon, RadiusM: 1000}
 
-	// A client with a small receive buffer (no autotuning), so the socket fills soon.
+	// A client with a fixed receive buffer (no autotuning), so the socket fills soon; not below
+	// the loopback MSS (64 KiB): smaller, the client's window updates wait for the zero-window
+	// probes' backoff (minutes), and the write timeout cuts the rider meanwhile.
 	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 128<<10)
+		})
 		if err != nil {
 			return err
 		}
