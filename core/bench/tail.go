@@ -53,7 +53,7 @@ func scrapeHistogram(ctx context.Context, url, name string) (bucketCounts, error
 	if err != nil {
 		return bucketCounts{}, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := metricsClient.Do(req)
 	if err != nil {
 		return bucketCounts{}, fmt.Errorf("bench: scrape %s: %w", url, err)
 	}

@@ -124,17 +124,24 @@ func (w *sockWriter) write(p []byte) error {
 // bytes written to the socket itself must be what c.Write would have written, so a connection
 // that transforms them (TLS: tcpConn would unwrap it) is not written directly but by the pump.
 func newSockWriter(c net.Conn, timeout time.Duration) *sockWriter {
-	w := &sockWriter{conn: c, timeout: timeout}
+	return &sockWriter{conn: c, timeout: timeout, rc: plainTCP(c)}
+}
+
+// plainTCP returns the RawConn of c's socket when c is a plain TCP connection (see
+// newSockWriter), nil otherwise.
+func plainTCP(c net.Conn) syscall.RawConn {
+	if sc, ok := c.(*sniffedConn); ok {
+		c = sc.Conn
+	}
 	tc, ok := c.(*net.TCPConn)
-	if sc, isSniffed := c.(*sniffedConn); isSniffed {
-		tc, ok = sc.Conn.(*net.TCPConn)
+	if !ok {
+		return nil
 	}
-	if ok {
-		if rc, err := tc.SyscallConn(); err == nil {
-			w.rc = rc
-		}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
 	}
-	return w
+	return rc
 }
 
 // directRider is one WebSocket or SSE rider written by direct writes (see above).

@@ -77,7 +77,7 @@ func TestIdleDirectRiderHasNoWriterGoroutine(t *testing.T) {
 			if n := goroutinesIn("transport.readMoves"); n != 3 {
 				t.Fatalf("%d WebSocket readers, want 3", n)
 			}
-			if n := goroutinesIn("transport.(*Server).runSSE.func1"); n != 2 {
+			if n := goroutinesIn("transport.readHangUp"); n != 2 {
 				t.Fatalf("%d SSE readers, want 2", n)
 			}
 			for i, p := range []pt{{35.6800, 139.7670}, {35.6805, 139.7672}} {
@@ -117,19 +117,7 @@ func testDirectFallback(t *testing.T, sub string, delay time.Duration) {
 	centre := pt{35.681236, 139.767125}
 	req := &meshcastv1.WatchRequest{Lat: centre.lat, Lon: centre.lon, RadiusM: 1000}
 
-	// A client with a fixed receive buffer (no autotuning), so the socket fills soon; not below
-	// the loopback MSS (64 KiB): smaller, the client's window updates wait for the zero-window
-	// probes' backoff (minutes), and the write timeout cuts the rider meanwhile.
-	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 128<<10)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
+	dialer := fixedRcvBufDialer()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	c, _, err := websocket.Dial(ctx, watchURL(ts.base, PathWebSocket, req, nil), &websocket.DialOptions{
@@ -168,9 +156,34 @@ func testDirectFallback(t *testing.T, sub string, delay time.Duration) {
 		t.Fatalf("first event %s, want the snapshot", logical(ev))
 	}
 
-	// The client stops reading; vehicles move until a direct write was left unfinished and the
-	// rider's goroutine waits to write the rest.
-	sc := &scenario{t: t, b: b, clk: new(clock), last: map[string]int64{}}
+	// The client stops reading until the socket is full, then reads again.
+	want := fillSocket(t, &scenario{t: t, b: b, clk: new(clock), last: map[string]int64{}}, centre)
+	readUntilLatest(func() { read() }, latest, want)
+	waitFor(t, func() bool { return writers() == 0 })
+}
+
+// fixedRcvBufDialer dials with a fixed receive buffer (no autotuning), so the socket fills
+// soon; not below the loopback MSS (64 KiB): smaller, the client's window updates wait for the
+// zero-window probes' backoff (minutes), and the write timeout cuts the rider meanwhile.
+func fixedRcvBufDialer() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 128<<10)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+}
+
+// fillSocket moves 200 vehicles around centre, round after round, while the rider's client does
+// not read, until a direct write was left unfinished and the rider's goroutine waits to write
+// the rest; then a last fix, f/mark, marks the end of what the client must get. It returns the
+// latest position of every vehicle it moved, f/mark's among them.
+func fillSocket(t *testing.T, sc *scenario, centre pt) map[string]string {
+	t.Helper()
 	want := map[string]string{}
 	tails := directTails.Load()
 	const n = 200
@@ -189,19 +202,24 @@ func testDirectFallback(t *testing.T, sub string, delay time.Duration) {
 			break
 		}
 	}
-	// The client reads again; a last fix marks the end of what it must get.
 	mark := pt{centre.lat + 0.001, centre.lon}
 	sc.fix("f/mark", mark, 0)
 	want["f/mark"] = fmt.Sprintf("%.5f,%.5f", mark.lat, mark.lon)
+	return want
+}
+
+// readUntilLatest reads (read records each upsert's position in latest) until the client has
+// f/mark and then every vehicle's position in want: a vehicle's latest may come after the mark
+// (a later batch).
+func readUntilLatest(read func(), latest, want map[string]string) {
 	for latest["f/mark"] == "" {
 		read()
 	}
 	for id, p := range want {
 		for latest[id] != p {
-			read() // a vehicle's latest may come after the mark (a later batch)
+			read()
 		}
 	}
-	waitFor(t, func() bool { return writers() == 0 })
 }
 
 // TestDirectWritesOnlyOnPlainTCP: a WebSocket or SSE stream on a connection that transforms its

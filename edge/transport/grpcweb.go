@@ -56,7 +56,7 @@ func (s *Server) webDirect(r *http.Request) bool {
 		return false
 	}
 	c := connFrom(r.Context())
-	return c != nil && newSockWriter(c, 0).rc != nil
+	return c != nil && plainTCP(c) != nil
 }
 
 // webBinaryType returns the gRPC content type answering a binary gRPC-Web request's content
@@ -197,18 +197,8 @@ var errClientDeadline = errors.New("client deadline")
 // and ends the stream: this goroutine writes the head and the snapshot and returns once the
 // rider is idle (direct.go).
 func (s *Server) runWeb(conn net.Conn, rs *stream, head []byte, deadline time.Duration) {
-	sess := rs.sess
 	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		var b [64]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				break
-			}
-		}
-		sess.Close() // the client left (or the writer closed the connection)
-	}()
+	go readHangUp(conn, rs.sess, readDone)
 	var timeout *time.Timer
 	if deadline > 0 {
 		timeout = time.AfterFunc(deadline, func() { rs.cancel(errClientDeadline) })
@@ -226,10 +216,7 @@ func (s *Server) runWeb(conn net.Conn, rs *stream, head []byte, deadline time.Du
 			}
 			sw.write(webTrailer(grpcError(err)))
 		}
-		conn.Close()
-		<-readDone
-		s.untrackConn(conn)
-		rs.end(err)
+		s.endHijacked(conn, readDone, rs, err)
 	}
 	q := newSendQueue(conn, s.o.SendBuffer, s.o.WriteTimeout)
 	f := webWriter{write: sw.write}
@@ -263,10 +250,7 @@ func (webWriter) Begin(b []byte, _ int, _ uint64, _ session.Kind) []byte {
 func (webWriter) End(b []byte, start int) []byte {
 	n := len(b) - start
 	at := start - webEventHead
-	line := strconv.AppendUint(b[at:at], uint64(5+n), 16)
-	line = append(line, '\r', '\n', 0, 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(line[len(line)-4:], uint32(n))
-	to := at + len(line)
+	to := at + len(appendWebFrameHead(b[at:at], 0, n))
 	copy(b[to:], b[start:start+n])
 	return append(b[:to+n], '\r', '\n')
 }
@@ -292,11 +276,17 @@ func webTrailer(err error) []byte {
 	if m := st.Message(); m != "" {
 		t += "grpc-message: " + encodeGrpcMessage(m) + "\r\n"
 	}
-	b := strconv.AppendUint(nil, uint64(5+len(t)), 16)
-	b = append(b, '\r', '\n', 0x80, 0, 0, 0, 0)
-	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(len(t)))
-	b = append(b, t...)
+	b := append(appendWebFrameHead(nil, 0x80, len(t)), t...)
 	return append(b, "\r\n0\r\n\r\n"...)
+}
+
+// appendWebFrameHead appends the chunk-size line of a chunk holding one gRPC-Web frame of n
+// payload bytes, and the frame's header: its flag (0 data, 0x80 trailers) and length (BE32).
+func appendWebFrameHead(b []byte, flag byte, n int) []byte {
+	b = strconv.AppendUint(b, uint64(5+n), 16)
+	b = append(b, '\r', '\n', flag, 0, 0, 0, 0)
+	binary.BigEndian.PutUint32(b[len(b)-4:], uint32(n))
+	return b
 }
 
 // writeWebStatus ends a request that did not become a stream through the package's wrapper, as

@@ -8,11 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -94,8 +92,9 @@ func webBinRider(t testing.TB, base string, req *meshcastv1.WatchRequest, body [
 	return r, resp
 }
 
-// webReaders counts the socket readers of direct gRPC-Web riders.
-func webReaders() int { return goroutinesIn("transport.(*Server).runWeb.func1") }
+// webReaders counts the socket readers of direct gRPC-Web riders (of every stream on a hijacked
+// connection: the tests using it have no SSE riders).
+func webReaders() int { return goroutinesIn("transport.readHangUp") }
 
 // TestGRPCWebDirect: a binary gRPC-Web Watch over HTTP/1.1 is served on the direct-write path
 // (its socket reader, no writer goroutine while idle, no net/http goroutine or grpc-go handler
@@ -183,20 +182,7 @@ func TestGRPCWebDirectFallsBackWhenSocketFull(t *testing.T) {
 			})
 			centre := pt{35.681236, 139.767125}
 			req := &meshcastv1.WatchRequest{Lat: centre.lat, Lon: centre.lon, RadiusM: 1000}
-			// A fixed receive buffer (no autotuning), so the socket fills soon; not below the
-			// loopback MSS (64 KiB): smaller, the client's window updates wait for the zero-window
-			// probes' backoff (minutes), and the write timeout cuts the rider meanwhile.
-			dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-				var serr error
-				err := c.Control(func(fd uintptr) {
-					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 128<<10)
-				})
-				if err != nil {
-					return err
-				}
-				return serr
-			}}
-			client := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+			client := &http.Client{Transport: &http.Transport{DialContext: fixedRcvBufDialer().DialContext}}
 			r, _ := webBinRider(t, ts.base, req, nil, nil, client)
 			t.Cleanup(r.close)
 			// r.events holds 4096 events: the client stops reading when it is full.
@@ -204,28 +190,7 @@ func TestGRPCWebDirectFallsBackWhenSocketFull(t *testing.T) {
 				t.Fatalf("first event %s, want the snapshot", logical(ev))
 			}
 			seq := uint64(1)
-			sc := &scenario{t: t, b: b, clk: new(clock), last: map[string]int64{}}
-			want := map[string]string{}
-			tails := directTails.Load()
-			const n = 200
-			for round := 0; ; round++ {
-				if round == 100000 {
-					t.Fatal("the socket never filled")
-				}
-				for i := range n {
-					p := pt{centre.lat + float64((i+round)%50)*0.00005, centre.lon + float64(i%20)*0.0001}
-					id := fmt.Sprintf("f/v%d", i)
-					sc.fix(id, p, 0)
-					want[id] = fmt.Sprintf("%.5f,%.5f", p.lat, p.lon)
-				}
-				if directTails.Load() > tails && goroutinesIn("transport.(*directRider).run") > 0 {
-					t.Logf("socket full after %d rounds of %d vehicles", round+1, n)
-					break
-				}
-			}
-			mark := pt{centre.lat + 0.001, centre.lon}
-			sc.fix("f/mark", mark, 0)
-			want["f/mark"] = fmt.Sprintf("%.5f,%.5f", mark.lat, mark.lon)
+			want := fillSocket(t, &scenario{t: t, b: b, clk: new(clock), last: map[string]int64{}}, centre)
 			latest := map[string]string{}
 			read := func() {
 				t.Helper()
@@ -249,14 +214,7 @@ func TestGRPCWebDirectFallsBackWhenSocketFull(t *testing.T) {
 					latest[u.Id] = fmt.Sprintf("%.5f,%.5f", u.Lat, u.Lon)
 				}
 			}
-			for latest["f/mark"] == "" {
-				read()
-			}
-			for id, p := range want {
-				for latest[id] != p {
-					read()
-				}
-			}
+			readUntilLatest(read, latest, want)
 			waitFor(t, func() bool { return writers() == 0 })
 		})
 	}

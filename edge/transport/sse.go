@@ -167,24 +167,9 @@ func sseHeaders(set func(k, v string), origin string) {
 // stream. On TCP the batches are written directly (direct.go): this goroutine writes the head
 // and the snapshot and returns once the rider is idle; without TCP it pumps until the end.
 func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) {
-	sess := rs.sess
 	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		var b [64]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				break
-			}
-		}
-		sess.Close() // the client left (or the writer closed the connection)
-	}()
-	finish := func(err error) {
-		conn.Close()
-		<-readDone
-		s.untrackConn(conn)
-		rs.end(err)
-	}
+	go readHangUp(conn, rs.sess, readDone)
+	finish := func(err error) { s.endHijacked(conn, readDone, rs, err) }
 	head := []byte("HTTP/1.1 200 OK\r\n")
 	sseHeaders(func(k, v string) { head = append(append(append(append(head, k...), ": "...), v...), "\r\n"...) }, origin)
 	head = append(head, "Connection: close\r\n\r\n"...)
@@ -200,6 +185,29 @@ func (s *Server) runSSE(conn net.Conn, rs *stream, origin string) {
 		return
 	}
 	s.startDirect(rs, sseWriter{write}, sw, q, func(err error) { finish(s.sseEnd(rs, err, write)) })
+}
+
+// readHangUp is the reader of a stream on a hijacked connection (SSE, gRPC-Web): it drops what
+// the client sends until the read fails (the client left, or the stream closed the connection),
+// then closes the session and done.
+func readHangUp(conn net.Conn, sess *session.Session, done chan<- struct{}) {
+	defer close(done)
+	var b [64]byte
+	for {
+		if _, err := conn.Read(b[:]); err != nil {
+			break
+		}
+	}
+	sess.Close()
+}
+
+// endHijacked ends a stream on a hijacked connection: it closes the connection, waits for its
+// reader (readHangUp), forgets the connection and ends the stream with err.
+func (s *Server) endHijacked(conn net.Conn, readDone <-chan struct{}, rs *stream, err error) {
+	conn.Close()
+	<-readDone
+	s.untrackConn(conn)
+	rs.end(err)
 }
 
 // pumpSSE writes the retry hint (after head), then the session's frames, until Next or a write
