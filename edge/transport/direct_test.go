@@ -1,11 +1,15 @@
 package transport
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"runtime"
 	"strings"
 	"syscall"
@@ -77,6 +81,7 @@ func TestIdleDirectRiderHasNoWriterGoroutine(t *testing.T) {
 			if n := goroutinesIn("transport.readMoves"); n != 3 {
 				t.Fatalf("%d WebSocket readers, want 3", n)
 			}
+			wsReadersWaitShallow(t, 3)
 			if n := goroutinesIn("transport.readHangUp"); n != 2 {
 				t.Fatalf("%d SSE readers, want 2", n)
 			}
@@ -86,8 +91,95 @@ func TestIdleDirectRiderHasNoWriterGoroutine(t *testing.T) {
 				waitFor(t, func() bool { return writers() == 0 })
 				t.Logf("update %d delivered, no writer goroutine after it", i+1)
 			}
+			// A move is read by coder/websocket's Reader; then the reader waits shallow again.
+			if err := rs[0].move(&meshcastv1.WatchRequest{Lat: 34.7025, Lon: 135.4959, RadiusM: 1000}); err != nil {
+				t.Fatal(err)
+			}
+			rs[0].expect(t, "snapshot []")
+			waitFor(t, func() bool { return goroutinesIn("transport.(*readWait).waitReadable") == 3 })
+			wsReadersWaitShallow(t, 3)
 		})
 	}
+}
+
+// wsReadersWaitShallow checks that n WebSocket readers wait for the socket to become readable
+// (readWait.waitReadable), none inside coder/websocket's Reader, whose call chain grows a
+// goroutine's stack: an idle rider's reader stays on a small stack. (The test's clients are
+// coder/websocket readers too, so the server's are told apart by readMoves.)
+func wsReadersWaitShallow(t *testing.T, n int) {
+	t.Helper()
+	readers := goroutinesIn("transport.readMoves")
+	if got := goroutinesIn("transport.(*readWait).waitReadable"); got != n || readers != n {
+		t.Fatalf("%d of %d WebSocket readers waiting for the socket, want %d of %d", got, readers, n, n)
+	}
+}
+
+// TestWebSocketMoveSentWithTheUpgrade: a client that sends a move in the same write as its
+// upgrade request (so net/http has read the move with the request when the connection is
+// handed over) has it applied with nothing more sent: the bytes are passed on to
+// coder/websocket, and the reader does not wait for the socket while they are unread.
+func TestWebSocketMoveSentWithTheUpgrade(t *testing.T) {
+	b := bus.NewMemory(bus.Options{})
+	t.Cleanup(func() { b.Close() })
+	ts := startServer(t, b, nil, Options{})
+	u, err := url.Parse(watchURL(ts.base, PathWebSocket, &meshcastv1.WatchRequest{Lat: 35.681236, Lon: 139.767125, RadiusM: 1000}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(waitLimit))
+	move := []byte(`{"lat":34.7025,"lon":135.4959,"radiusM":1000}`)
+	msg := []byte("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUpgrade: websocket\r\n" +
+		"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	key := [4]byte{1, 2, 3, 4}
+	msg = append(msg, 0x81, 0x80|byte(len(move)), key[0], key[1], key[2], key[3])
+	for i, c := range move {
+		msg = append(msg, c^key[i%4])
+	}
+	if _, err := conn.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d, want 101", resp.StatusCode)
+	}
+	var snaps []string
+	for len(snaps) < 2 {
+		var h [2]byte
+		if _, err := io.ReadFull(br, h[:]); err != nil {
+			t.Fatalf("after %d snapshots %q: %v", len(snaps), snaps, err)
+		}
+		n := int(h[1] & 0x7f)
+		switch n {
+		case 126:
+			var l [2]byte
+			io.ReadFull(br, l[:])
+			n = int(binary.BigEndian.Uint16(l[:]))
+		case 127:
+			t.Fatalf("a %x frame longer than 64 KiB", h)
+		}
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(br, payload); err != nil {
+			t.Fatal(err)
+		}
+		if h[0] != 0x81 {
+			t.Fatalf("frame %x %q, want a text frame", h, payload)
+		}
+		for ev := range strings.SplitSeq(string(payload), "\n") {
+			if strings.Contains(ev, `"snapshot"`) {
+				snaps = append(snaps, ev)
+			}
+		}
+	}
+	t.Logf("snapshots: %q", snaps)
 }
 
 // TestDirectWriteFallsBackWhenSocketFull: a WebSocket rider whose client stops reading fills its

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -164,7 +165,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// The handler returns at once: net/http's goroutine (its stack grown by the handshake), the
 	// request and the response go, and the stream lives on in coder/websocket's reader and,
 	// while it has something to write that does not go at once, a writer (direct.go).
-	go s.runWebSocket(c, hj.sw, rs, format, s.o.MaxMessageBytes)
+	rw := hj.rw
+	go s.runWebSocket(c, hj.sw, rw.waitReadable, rs, format, s.o.MaxMessageBytes)
 }
 
 // Buffer sizes of a WebSocket connection. net/http hands a hijacked connection over with 4 KiB
@@ -183,6 +185,7 @@ type smallBuffers struct {
 	http.ResponseWriter
 	timeout time.Duration
 	sw      *sockWriter // the hijacked connection's writer
+	rw      readWait    // what the rider's reader waits on between messages
 }
 
 func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -191,12 +194,47 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.sw = newSockWriter(c, w.timeout)
-	var r io.Reader = c
-	if n := brw.Reader.Buffered(); n > 0 { // bytes the client sent after its request
+	w.rw.rc = w.sw.rc
+	w.rw.sniffed, _ = c.(*sniffedConn)
+	br := bufio.NewReaderSize(c, wsReadBuffer)
+	if n := brw.Reader.Buffered(); n > 0 {
+		// Bytes the client sent after its request, before the answer: they must be in the
+		// buffer handed over (coder/websocket replaces the reader under it with the socket,
+		// keeping only what is buffered), and they are then out of waitReadable's sight.
 		b, _ := brw.Reader.Peek(n)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)
+		br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), c), max(n, wsReadBuffer))
+		br.Peek(n)
+		w.rw.rc = nil
 	}
-	return c, bufio.NewReadWriter(bufio.NewReaderSize(r, wsReadBuffer), bufio.NewWriterSize(&frameWriter{s: w.sw}, wsWriteBuffer)), nil
+	w.rw.br = br
+	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(&frameWriter{s: w.sw}, wsWriteBuffer)), nil
+}
+
+// readWait is what a WebSocket rider's reader waits on between client messages: the socket and
+// the buffers above it. It is kept apart from smallBuffers, which holds net/http's response (and
+// through it the request and net/http's 4 KiB buffers) for as long as it lives.
+type readWait struct {
+	rc      syscall.RawConn // nil: not a plain TCP connection, or bytes came with the request
+	br      *bufio.Reader   // coder/websocket's read buffer
+	sniffed *sniffedConn    // the listener's wrapper, if any (replays its head first)
+}
+
+// waitReadable returns once the connection has something to read (or failed): at once when
+// bytes are buffered above the socket, otherwise when the socket is readable, found by peeking
+// at it. The rider's reader waits here between client messages rather than inside
+// coder/websocket's Reader, whose call chain grows a goroutine's stack to 8 KiB: an idle
+// rider's reader stays on its first 2 KiB. Without a plain TCP socket it returns at once (the
+// reader then waits in Reader).
+func (w *readWait) waitReadable() error {
+	rc := w.rc
+	if rc == nil || w.br.Buffered() > 0 || w.sniffed != nil && len(w.sniffed.head) > 0 {
+		return nil
+	}
+	var b [1]byte
+	return rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN // data, the end, or an error: Reader sees which
+	})
 }
 
 func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
@@ -220,7 +258,7 @@ func headerHasToken(h http.Header, name, token string) bool {
 // then closes c with the code for what ended the stream and ends the stream. On a TCP
 // connection the batches are written directly (direct.go): this goroutine writes the snapshot
 // and returns once the rider is idle; without TCP it pumps until the end.
-func (s *Server) runWebSocket(c *websocket.Conn, sw *sockWriter, rs *stream, format wireFormat, maxMsg int) {
+func (s *Server) runWebSocket(c *websocket.Conn, sw *sockWriter, wait func() error, rs *stream, format wireFormat, maxMsg int) {
 	sess := rs.sess
 	conn := sw.conn
 	// The reader owns reads (never cancelled: that would drop the connection before a close
@@ -229,7 +267,7 @@ func (s *Server) runWebSocket(c *websocket.Conn, sw *sockWriter, rs *stream, for
 	var readErr error
 	readDone := make(chan struct{})
 	go func() {
-		readErr = readMoves(c, sess, maxMsg)
+		readErr = readMoves(c, wait, sess, maxMsg)
 		close(readDone)
 		sess.Close()
 	}()
@@ -270,11 +308,14 @@ var (
 )
 
 // readMoves reads client messages until the connection fails: each must be a text frame of at
-// most maxMsg bytes holding a protojson WatchRequest, which moves the session. It returns the
-// error to close with: *session.InvalidError for a bad message (1008, with what is wrong), the
-// read error otherwise.
-func readMoves(c *websocket.Conn, sess *session.Session, maxMsg int) error {
+// most maxMsg bytes holding a protojson WatchRequest, which moves the session. Before each it
+// calls wait (waitReadable). It returns the error to close with: *session.InvalidError for a bad
+// message (1008, with what is wrong), the read error otherwise.
+func readMoves(c *websocket.Conn, wait func() error, sess *session.Session, maxMsg int) error {
 	for {
+		if err := wait(); err != nil {
+			return errors.Join(errReadFailed, err)
+		}
 		typ, data, err := readMessage(c, maxMsg)
 		if err != nil {
 			return err
