@@ -62,8 +62,13 @@ riders use -procs to spread them over child processes (each on its own
 	redisBin := fs.String("redis-server", "redis-server", "with -fanout: the redis-server binary")
 	profileDir := fs.String("profile-dir", "", "with -fanout: write a CPU profile of the edge over each step's window to this directory")
 	idleVehicles := fs.Int("idle-vehicles", 200, "with -fanout: vehicles published before the riders connect")
+	writeFloor := fs.Bool("write-floor", false, "measure the edge's write floor instead: -riders loopback TCP connections read by this process (pinned to -load-cpu) and one thread pinned to -edge-cpu making non-blocking writes of -write-size bytes to random ones at each of -rates writes/s (default 24000); prints the writing thread's CPU per write (what an edge pays per write with nothing around it)")
+	writeSize := fs.Int("write-size", 160, "with -write-floor: bytes per write")
 	if err := config.Parse(fs, args, nil); err != nil {
 		return err
+	}
+	if *writeFloor {
+		return runWriteFloor(ctx, stdout, fs, *riders, *rates, *writeSize, *duration, *edgeCPU, *loadCPU, *seed)
 	}
 	if *fanout {
 		set := map[string]bool{}
@@ -224,4 +229,38 @@ func runFanout(ctx context.Context, stdout io.Writer, f fanoutFlags) error {
 		return nil
 	}
 	return err
+}
+
+// runWriteFloor runs bench.WriteFloor and prints its steps.
+func runWriteFloor(ctx context.Context, stdout io.Writer, fs *flag.FlagSet, riders int, rates string, size int,
+	duration time.Duration, writerCPU, loadCPU int, seed uint64) error {
+	cfg := bench.WriteFloorConfig{Conns: 5000, Size: size, Duration: duration, WriterCPU: writerCPU, LoadCPU: loadCPU,
+		Seed: seed, Log: os.Stderr}
+	rateSet := false
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "riders":
+			cfg.Conns = riders
+		case "rates":
+			rateSet = true
+		}
+	})
+	if rateSet {
+		for r := range strings.SplitSeq(rates, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(r))
+			if err != nil {
+				return fmt.Errorf("-rates %q: want writes/s, comma-separated", rates)
+			}
+			cfg.Rates = append(cfg.Rates, n)
+		}
+	}
+	steps, err := bench.WriteFloor(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%9s %10s %8s %8s %12s %6s\n", "target/s", "writes/s", "short", "cpu s", "µs/write", "cores")
+	for _, st := range steps {
+		fmt.Fprintf(stdout, "%9d %10.0f %8d %8.2f %12.2f %6.2f\n", st.Rate, st.WritesPerS, st.Short, st.CPUSeconds, st.CPUPerWrite, st.Cores)
+	}
+	return nil
 }
