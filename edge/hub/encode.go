@@ -28,6 +28,11 @@ type Entry struct {
 	ObservedAtMs int64
 	// LatRad and CosLat are Lat in radians and its cosine, for riders' distance computations.
 	LatRad, CosLat float64
+	// lx, ly: the position in metres east and north of its mesh's centre, for the fan-out's
+	// circle pre-filter (see circle.go); local is set by NewEntry (an Entry built otherwise is
+	// never filtered out).
+	lx, ly float32
+	local  bool
 	// Proto is the deterministic protobuf encoding of V without distance_m (fields 1-9 in order,
 	// so a rider appends field 10 to complete it).
 	Proto []byte
@@ -77,9 +82,12 @@ func NewEntry(v *meshcastv1.Vehicle) (*Entry, error) {
 	}
 	js := AppendVehicleJSON(make([]byte, 0, 160+len(v.Id)+len(v.Fleet)), v)
 	encodes.Add(1)
+	lat0, lon0, kx, ky := meshPlane(m)
+	lx, ly := (v.Lon-lon0)*kx, (v.Lat-lat0)*ky
 	return &Entry{
 		V: v, ID: v.Id, Mesh: m, Lat: v.Lat, Lon: v.Lon, Class: v.Class, ObservedAtMs: v.ObservedAtMs,
 		LatRad: v.Lat * (math.Pi / 180), CosLat: math.Cos(v.Lat * (math.Pi / 180)),
+		lx: float32(lx), ly: float32(ly), local: !math.IsNaN(lx+ly) && math.Abs(lx)+math.Abs(ly) < circleMaxM,
 		Proto: pb, JSON: js,
 	}, nil
 }

@@ -34,6 +34,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer gets the hub metrics (see the package doc). Nil: not registered.
 	Registerer prometheus.Registerer
+	// DeliverAll turns the fan-out's circle pre-filter off: every watcher of a mesh gets every
+	// event of it (comparisons and tests).
+	DeliverAll bool
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -118,7 +121,8 @@ type Hub struct {
 	unsubDone *sync.Cond
 	unsubSig  chan struct{}
 
-	events, expired atomic.Uint64
+	events, expired, skipped, deliveries atomic.Uint64
+	accepts                              atomic.Uint64 // numbers the events that pass the vehicle's shard
 }
 
 // meshShard holds the states of some meshes; its lock guards only the map (lookups, adding and
@@ -131,8 +135,15 @@ type meshShard struct {
 
 type vehShard struct {
 	mu   sync.Mutex
-	seen map[string]int64 // vehicle id → newest fix time of any event seen (any mesh)
+	seen map[string]vehRecord // vehicle id → what the hub knows of its events (any mesh)
 	_    [40]byte
+}
+
+// vehRecord is a vehicle's entry in its shard.
+type vehRecord struct {
+	t        int64  // newest fix time of any event seen
+	last     uint64 // accept number (Hub.accepts) of the latest event that passed the shard
+	inflight int32  // events that passed the shard and are not yet fanned out (or dropped)
 }
 
 // meshState is the state of one subscribed mesh. Fields below mu are guarded by it: the mesh's
@@ -146,14 +157,29 @@ type meshState struct {
 	closing  bool          // the last watcher left (or the seed failed): being unsubscribed
 	gone     chan struct{} // closed when unsubscribed and forgotten (only when closing)
 	epoch    uint64        // incremented when a (re)seed starts
+	wseq     uint64        // numbers the writes to vehicles
 	vehicles map[string]slot
-	watchers []Watcher
+	watchers []watcherSlot
 	index    map[Watcher]int // position in watchers
 }
 
 type slot struct {
 	e     *Entry
 	epoch uint64 // epoch of the write
+	wseq  uint64 // meshState.wseq of the write
+	n     uint64 // accept number of the event that wrote it
+	// settled: an upsert of a bus event strictly newer than every event of the vehicle before it,
+	// fanned out when every one of those had been fanned out and none had come after it. Only a
+	// settled entry lets the next upsert skip watchers (see fanout).
+	settled bool
+}
+
+// watcherSlot is one watcher of a mesh with its pre-filter circle, inline so that the fan-out
+// reads contiguous memory for the watchers it skips.
+type watcherSlot struct {
+	w     Watcher
+	c     localCircle // the zero value: no filtering
+	since uint32      // meshState.wseq (its low bits) when c was set: later entries were judged by c
 }
 
 // New returns a hub over b. Close it to end the subscription and its goroutines.
@@ -176,7 +202,7 @@ func New(b bus.Bus, o Options) (*Hub, error) {
 	h.unsubDone = sync.NewCond(&h.unsubMu)
 	for i := range h.meshes {
 		h.meshes[i].meshes = map[mesh.Code]*meshState{}
-		h.vehs[i].seen = map[string]int64{}
+		h.vehs[i].seen = map[string]vehRecord{}
 	}
 	h.sub, err = b.Subscribe(handler{h})
 	if err != nil {
@@ -211,8 +237,8 @@ func (h *Hub) Close() error {
 		sh.mu.RLock()
 		for _, st := range sh.meshes {
 			st.mu.Lock()
-			for _, w := range st.watchers {
-				w.HubClosed()
+			for _, ws := range st.watchers {
+				ws.w.HubClosed()
 			}
 			st.watchers, st.index = nil, map[Watcher]int{}
 			st.mu.Unlock()
@@ -316,7 +342,7 @@ func (h *Hub) join(ctx context.Context, w Watcher, m mesh.Code, seed func(*Entry
 func (h *Hub) register(st *meshState, w Watcher, seed func(*Entry)) {
 	if _, ok := st.index[w]; !ok {
 		st.index[w] = len(st.watchers)
-		st.watchers = append(st.watchers, w)
+		st.watchers = append(st.watchers, watcherSlot{w: w})
 	}
 	if seed != nil {
 		for _, s := range st.vehicles {
@@ -429,9 +455,9 @@ func (h *Hub) Leave(w Watcher, ms []mesh.Code) {
 		last := len(st.watchers) - 1
 		if i != last {
 			st.watchers[i] = st.watchers[last]
-			st.index[st.watchers[i]] = i
+			st.index[st.watchers[i].w] = i
 		}
-		st.watchers[last] = nil
+		st.watchers[last] = watcherSlot{}
 		st.watchers = st.watchers[:last]
 		delete(st.index, w)
 		if len(st.watchers) > 0 || h.closed.Load() {
@@ -498,29 +524,73 @@ func (h *Hub) upsert(m mesh.Code, e *Entry, ep uint64, reseed bool) {
 	// different meshes by their time.
 	vs := h.vehShard(e.ID)
 	vs.mu.Lock()
-	if seen, ok := vs.seen[e.ID]; ok && e.ObservedAtMs < seen {
+	r, ok := vs.seen[e.ID]
+	if ok && e.ObservedAtMs < r.t {
 		vs.mu.Unlock()
 		if !reseed {
 			h.m.dropped.WithLabelValues("older").Inc()
 		}
 		return
-	} else if !ok || e.ObservedAtMs > seen {
-		vs.seen[e.ID] = e.ObservedAtMs
 	}
+	// strictly newer than every event of the vehicle before it (none remembered: every earlier
+	// one is older than the TTL, fanned out, and its states swept)
+	newer := (!ok || e.ObservedAtMs > r.t) && !reseed
+	prevN := r.last
+	n := h.accept(vs, e.ID, r, e.ObservedAtMs)
 	vs.mu.Unlock()
+	defer h.fannedOut(vs, e.ID)
 	st := h.lookup(m)
 	if st == nil {
 		return
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if reseed {
-		if cur, ok := st.vehicles[e.ID]; ok && cur.e.ObservedAtMs >= e.ObservedAtMs {
-			return
-		}
+	prev, had := st.vehicles[e.ID]
+	if reseed && had && prev.e.ObservedAtMs >= e.ObservedAtMs {
+		return
 	}
-	st.vehicles[e.ID] = slot{e: e, epoch: st.epoch}
-	h.fanout(st, &Event{Mesh: m, ID: e.ID, ObservedAtMs: e.ObservedAtMs, Upsert: e})
+	st.wseq++
+	var settled bool
+	if (newer || had && prev.settled && prev.n == prevN) && !h.o.DeliverAll {
+		settled = h.alone(vs, e.ID, n)
+	}
+	st.vehicles[e.ID] = slot{e: e, epoch: st.epoch, wseq: st.wseq, n: n, settled: settled && newer}
+	ev := &Event{Mesh: m, ID: e.ID, ObservedAtMs: e.ObservedAtMs, Upsert: e}
+	if settled && !reseed && had && prev.settled && prev.n == prevN {
+		h.fanoutFiltered(st, ev, prev)
+		return
+	}
+	h.fanout(st, ev)
+}
+
+// accept records, in the vehicle's shard (locked), that an event of the vehicle at fix time t
+// passed it, and returns the event's accept number. The event must be released by fannedOut.
+func (h *Hub) accept(vs *vehShard, id string, r vehRecord, t int64) uint64 {
+	n := h.accepts.Add(1)
+	r.t = max(r.t, t)
+	r.last = n
+	r.inflight++
+	vs.seen[id] = r
+	return n
+}
+
+// fannedOut says that an accepted event of vehicle id was fanned out (or dropped).
+func (h *Hub) fannedOut(vs *vehShard, id string) {
+	vs.mu.Lock()
+	r := vs.seen[id]
+	r.inflight--
+	vs.seen[id] = r
+	vs.mu.Unlock()
+}
+
+// alone reports whether the vehicle's event numbered n is its latest accepted event and the only
+// one not fanned out yet: every event of the vehicle accepted before it has reached the watchers.
+// Called under the lock of the event's mesh (lock order: mesh, then vehicle shard).
+func (h *Hub) alone(vs *vehShard, id string, n uint64) bool {
+	vs.mu.Lock()
+	r := vs.seen[id]
+	vs.mu.Unlock()
+	return r.last == n && r.inflight == 1
 }
 
 // remove applies a removal of vehicle id from mesh m and fans it out (removals are never dropped
@@ -530,10 +600,9 @@ func (h *Hub) upsert(m mesh.Code, e *Entry, ep uint64, reseed bool) {
 func (h *Hub) remove(m mesh.Code, id string, t int64, moved mesh.Code, rem func() *Removal, match *Entry) {
 	vs := h.vehShard(id)
 	vs.mu.Lock()
-	if seen, ok := vs.seen[id]; !ok || t > seen {
-		vs.seen[id] = t
-	}
+	h.accept(vs, id, vs.seen[id], t) // breaks the chain of settled upserts: the next one goes to all
 	vs.mu.Unlock()
+	defer h.fannedOut(vs, id)
 	st := h.lookup(m)
 	if st == nil {
 		return
@@ -556,10 +625,40 @@ func (h *Hub) remove(m mesh.Code, id string, t int64, moved mesh.Code, rem func(
 // fanout hands ev to st's watchers; called with st.mu held (the only lock held).
 func (h *Hub) fanout(st *meshState, ev *Event) {
 	h.events.Add(1)
-	for _, w := range st.watchers {
-		w.Deliver(ev)
+	for i := range st.watchers {
+		st.watchers[i].w.Deliver(ev)
 	}
+	h.deliveries.Add(uint64(len(st.watchers)))
 	h.m.deliveries.Add(float64(len(st.watchers)))
+}
+
+// fanoutFiltered hands the upsert ev to st's watchers, skipping those whose circle has both
+// ev's position and prev's outside it, where prev is the vehicle's previous entry in the mesh,
+// written after the circle was set, and settled (see slot) with nothing of the vehicle between
+// it and ev. Such a watcher evaluated prev after every earlier event of the vehicle and against
+// this circle, so it holds the vehicle at most as a LEFT_AREA removal still to be sent, which
+// ev would leave as it is: ev is a no-op for it (the package doc gives the whole argument).
+// Called with st.mu held.
+func (h *Hub) fanoutFiltered(st *meshState, ev *Event, prev slot) {
+	h.events.Add(1)
+	e, p := ev.Upsert, prev.e
+	n := 0
+	for i := range st.watchers {
+		ws := &st.watchers[i]
+		// prev written after the circle was set (serial-number comparison of the low 32 bits:
+		// an entry is never more than a TTL's writes old, so a wrap only ever delivers)
+		if int32(uint32(prev.wseq)-ws.since) > 0 && ws.c.outside(e) && ws.c.outside(p) {
+			continue
+		}
+		ws.w.Deliver(ev)
+		n++
+	}
+	h.deliveries.Add(uint64(n))
+	h.m.deliveries.Add(float64(n))
+	if skipped := len(st.watchers) - n; skipped > 0 {
+		h.skipped.Add(uint64(skipped))
+		h.m.skipped.Add(float64(skipped))
+	}
 }
 
 func (h *Hub) cutoff() int64 { return h.o.Now().UnixMilli() - h.o.TTL.Milliseconds() }
@@ -603,8 +702,8 @@ func (h *Hub) reseed(ctx context.Context, st *meshState) error {
 		}, e)
 	}
 	st.mu.Lock()
-	for _, w := range st.watchers {
-		w.Resynced(st.code)
+	for _, ws := range st.watchers {
+		ws.w.Resynced(st.code)
 	}
 	st.mu.Unlock()
 	return nil
@@ -724,8 +823,8 @@ func (h *Hub) Sweep() {
 	for i := range h.vehs {
 		vs := &h.vehs[i]
 		vs.mu.Lock()
-		for id, t := range vs.seen {
-			if t <= cutoff {
+		for id, r := range vs.seen {
+			if r.t <= cutoff && r.inflight == 0 {
 				delete(vs.seen, id)
 			}
 		}
@@ -735,17 +834,19 @@ func (h *Hub) Sweep() {
 
 // Stats are counters of the hub's work since New.
 type Stats struct {
-	Meshes    int    // meshes subscribed now (not counting those being unsubscribed)
-	Vehicles  int    // vehicles held now (all meshes)
-	Watchers  int    // (watcher, mesh) registrations now
-	Events    uint64 // events fanned out
-	Encodings uint64 // vehicle and removal encodings done by this process (all hubs)
-	Expired   uint64 // STALE removals from the TTL
+	Meshes     int    // meshes subscribed now (not counting those being unsubscribed)
+	Vehicles   int    // vehicles held now (all meshes)
+	Watchers   int    // (watcher, mesh) registrations now
+	Events     uint64 // events fanned out
+	Deliveries uint64 // Deliver calls, all events
+	Skipped    uint64 // watchers the circle pre-filter skipped (Deliver not called), all events
+	Encodings  uint64 // vehicle and removal encodings done by this process (all hubs)
+	Expired    uint64 // STALE removals from the TTL
 }
 
 // Stats returns the hub's counters (it walks all meshes: not for hot paths).
 func (h *Hub) Stats() Stats {
-	s := Stats{Events: h.events.Load(), Encodings: encodes.Load(), Expired: h.expired.Load()}
+	s := Stats{Events: h.events.Load(), Deliveries: h.deliveries.Load(), Skipped: h.skipped.Load(), Encodings: encodes.Load(), Expired: h.expired.Load()}
 	for i := range h.meshes {
 		sh := &h.meshes[i]
 		sh.mu.RLock()

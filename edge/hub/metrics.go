@@ -11,6 +11,7 @@ type metrics struct {
 	meshes     prometheus.Gauge
 	received   prometheus.Counter
 	deliveries prometheus.Counter
+	skipped    prometheus.Counter
 	dropped    *prometheus.CounterVec // reason: older, expired, bad
 	expired    prometheus.Counter
 	resyncs    prometheus.Counter
@@ -28,7 +29,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshcast_hub_deliveries_total",
-			Help: "Events handed to riders (one per rider per event).",
+			Help: "Events handed to riders' sessions (one per rider per event, not counting the riders the circle pre-filter skipped).",
+		}),
+		skipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshcast_hub_skipped_total",
+			Help: "Riders the fan-out's circle pre-filter did not hand an upsert to: the vehicle's new and previous positions were both outside the rider's circle (deliveries + skipped = riders watching the mesh, summed over events).",
 		}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshcast_hub_events_dropped_total",
@@ -50,6 +55,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.meshes = ops.Register(reg, m.meshes)
 		m.received = ops.Register(reg, m.received)
 		m.deliveries = ops.Register(reg, m.deliveries)
+		m.skipped = ops.Register(reg, m.skipped)
 		m.dropped = ops.Register(reg, m.dropped)
 		m.expired = ops.Register(reg, m.expired)
 		m.resyncs = ops.Register(reg, m.resyncs)

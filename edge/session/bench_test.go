@@ -3,8 +3,14 @@ package session
 import (
 	"context"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
+
+	"github.com/meshcast/meshcast/core/bus"
+	"github.com/meshcast/meshcast/core/mesh"
 
 	"github.com/meshcast/meshcast/edge/hub"
 	meshcastv1 "github.com/meshcast/meshcast/proto/meshcast/v1"
@@ -186,4 +192,101 @@ func BenchmarkSnapshot(b *testing.B) {
 		}
 		s.Close()
 	}
+}
+
+// BenchmarkHubFanout is the hub's fan-out into sessions at the scale of the fan-out harness
+// (core/bench): 5,000 riders at the centres of the inner 8x8 meshes of a 10x10 block, radius
+// 1,000 m (each watches a 3x3 block: ~700 watchers per mesh), and 2,000 vehicles walking 30 m per
+// fix over the block. One op = one bus event (decode into an Entry, fan-out, the sessions' work;
+// nobody reads: updates coalesce per vehicle). filter=on is the hub's circle pre-filter,
+// filter=off the same with hub.Options.DeliverAll. skipped/event: watchers not called;
+// delivered/event: Deliver calls.
+func BenchmarkHubFanout(b *testing.B) {
+	for _, on := range []bool{true, false} {
+		b.Run(fmt.Sprintf("filter=%v", map[bool]string{true: "on", false: "off"}[on]), func(b *testing.B) {
+			benchHubFanout(b, !on)
+		})
+	}
+}
+
+func benchHubFanout(b *testing.B, deliverAll bool) {
+	clk := newClock()
+	bs := bus.NewMemory(bus.Options{TTL: ttl, Now: clk.Now})
+	tap := &tapBus{Bus: bs}
+	h, err := hub.New(tap, hub.Options{TTL: ttl, Sweep: time.Hour, Now: clk.Now, DeliverAll: deliverAll})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		h.Close()
+		bs.Close()
+	})
+	o := Options{Now: clk.Now, Heartbeat: time.Hour}
+	// the block: 10x10 third meshes around Tokyo Station, as core/bench's world
+	m0, err := mesh.Third(35.681, 139.767)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bd := m0.Bounds()
+	dLat, dLon := bd.MaxLat-bd.MinLat, bd.MaxLon-bd.MinLon
+	minLat, minLon := bd.MinLat-5*dLat, bd.MinLon-5*dLon
+	for i := range 5000 {
+		r, c := 1+(i%64)/8, 1+(i%64)%8
+		req := &meshcastv1.WatchRequest{Lat: minLat + (float64(r)+0.5)*dLat, Lon: minLon + (float64(c)+0.5)*dLon, RadiusM: 1000}
+		s, err := New(h, req, o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(s.Close)
+	}
+	const nveh, steps = 2000, 64
+	rnd := rand.New(rand.NewPCG(1, 1))
+	type fix struct {
+		lat, lon float64
+		m        string
+	}
+	fixes := make([]fix, nveh*steps) // vehicle i's step k at [k*nveh+i]
+	latPerM := 1 / (mesh.EarthRadiusM * math.Pi / 180)
+	lonPerM := latPerM / math.Cos(35.681*math.Pi/180)
+	for i := range nveh {
+		lat, lon := minLat+rnd.Float64()*10*dLat, minLon+rnd.Float64()*10*dLon
+		for k := range steps {
+			a := rnd.Float64() * 2 * math.Pi
+			lat = min(max(lat+30*latPerM*math.Sin(a), minLat), minLat+10*dLat-1e-9)
+			lon = min(max(lon+30*lonPerM*math.Cos(a), minLon), minLon+10*dLon-1e-9)
+			m, err := mesh.Third(lat, lon)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fixes[k*nveh+i] = fix{lat, lon, m.String()}
+		}
+	}
+	handler := tap.handler()
+	base := clk.ms.Load()
+	codes := map[string]mesh.Code{}
+	for _, f := range fixes {
+		codes[f.m] = mustMesh(f.m)
+	}
+	event := func(j int) {
+		f := &fixes[j%len(fixes)]
+		ts := base + int64(j) + 1
+		handler.OnEvent(codes[f.m], &meshcastv1.MeshEvent{Mesh: f.m, ObservedAtMs: ts, Kind: &meshcastv1.MeshEvent_Upsert{
+			Upsert: &meshcastv1.Vehicle{Id: fmt.Sprintf("bench/v%04d", j%nveh), Fleet: "bench", Lat: f.lat, Lon: f.lon,
+				Class: meshcastv1.VehicleClass_VEHICLE_CLASS_STANDARD, Mesh: f.m, ObservedAtMs: ts}}}, nil)
+	}
+	for j := range 2 * nveh { // every vehicle placed and settled
+		event(j)
+	}
+	s0 := h.Stats()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for j := range b.N {
+		event(2*nveh + j)
+	}
+	b.StopTimer()
+	s1 := h.Stats()
+	ev := float64(s1.Events - s0.Events)
+	skipped := float64(s1.Skipped - s0.Skipped)
+	b.ReportMetric(skipped/ev, "skipped/event")
+	b.ReportMetric(float64(s1.Deliveries-s0.Deliveries)/ev, "delivered/event")
 }

@@ -30,7 +30,7 @@
 // per vehicle (the latest wins: a move replaces a move, a removal replaces an upsert and the other
 // way round; an entry and exit the rider never saw cancel out). More than Options.QueueLimit
 // vehicles with an update ready cuts the rider: Next returns ErrTooSlow (and the session leaves the
-// hub). Since the limit counts vehicles, a rider that stops reading in an area with fewer vehicles
+// hub); the limit is checked when a vehicle's update is added, not when a pending one is replaced. Since the limit counts vehicles, a rider that stops reading in an area with fewer vehicles
 // than that is never cut: it holds at most one update per vehicle; a stuck connection is the
 // transport's to find (see package transport, "Riders that stop reading"). Next returns the
 // pending frames in batches of at most Options.MaxBatch, and a Heartbeat when nothing was sent

@@ -248,6 +248,9 @@ func (s *Session) move(a area) error {
 	s.mu.Unlock()
 
 	old := s.joined
+	// The hub's pre-filter must not judge an event by the old circle once the area below
+	// changes: clear it on every mesh first, set the new one once every seed is applied.
+	s.h.SetCircle(s.w, old, nil)
 	err := s.h.Join(s.ctx, s.w, a.meshes, s.seedEntry)
 	if err != nil {
 		s.h.Leave(s.w, old)
@@ -274,6 +277,10 @@ func (s *Session) move(a area) error {
 		err = s.err
 	}
 	s.mu.Unlock()
+	if err == nil {
+		c := hub.NewCircle(a.lat, a.lon, a.radius)
+		s.h.SetCircle(s.w, a.meshes, &c)
+	}
 	s.wakeUp(true)
 	return err
 }
@@ -548,17 +555,20 @@ func (s *Session) reconcile(it *item, changed bool) {
 }
 
 func (s *Session) enqueue(it *item, op opKind) {
+	added := false // an update more counts toward QueueLimit
 	if it.op == opNone {
 		if s.npend == 0 && s.o.WriteDelay > 0 {
 			s.holdNs = s.o.Now().UnixNano() + int64(s.o.WriteDelay)
 		}
 		s.npend++
+		added = true
 	}
 	it.op = op
 	switch {
 	case it.queued:
 	case op == opRemove && it.lidx >= 0:
 		heap.Remove(&s.later, int(it.lidx)) // removals are not delayed
+		added = true
 	case op == opUpsert && it.lidx < 0 && s.a.interval > 0 && it.lastSent != 0:
 		if due := it.lastSent + int64(s.a.interval); s.o.Now().UnixNano() < due {
 			it.due = due
@@ -572,8 +582,9 @@ func (s *Session) enqueue(it *item, op opKind) {
 			s.compact()
 		}
 	}
-	// updates waiting for min_interval_ms are not the rider's fault
-	if s.npend-len(s.later) > s.o.QueueLimit {
+	// updates waiting for min_interval_ms are not the rider's fault; replacing a vehicle's
+	// pending update adds nothing (the hub's pre-filter skips such no-op deliveries)
+	if added && s.npend-len(s.later) > s.o.QueueLimit {
 		s.cut()
 	}
 }
