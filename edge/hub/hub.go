@@ -550,17 +550,14 @@ func (h *Hub) upsert(m mesh.Code, e *Entry, ep uint64, reseed bool) {
 		return
 	}
 	st.wseq++
-	var settled bool
-	if (newer || had && prev.settled && prev.n == prevN) && !h.o.DeliverAll {
-		settled = h.alone(vs, e.ID, n)
+	basis := had && prev.settled && prev.n == prevN // prev may let this upsert skip watchers
+	alone := (newer || basis) && !h.o.DeliverAll && h.alone(vs, e.ID, n)
+	st.vehicles[e.ID] = slot{e: e, epoch: st.epoch, wseq: st.wseq, n: n, settled: alone && newer}
+	var filter *slot
+	if alone && basis && !reseed {
+		filter = &prev
 	}
-	st.vehicles[e.ID] = slot{e: e, epoch: st.epoch, wseq: st.wseq, n: n, settled: settled && newer}
-	ev := &Event{Mesh: m, ID: e.ID, ObservedAtMs: e.ObservedAtMs, Upsert: e}
-	if settled && !reseed && had && prev.settled && prev.n == prevN {
-		h.fanoutFiltered(st, ev, prev)
-		return
-	}
-	h.fanout(st, ev)
+	h.fanout(st, &Event{Mesh: m, ID: e.ID, ObservedAtMs: e.ObservedAtMs, Upsert: e}, filter)
 }
 
 // accept records, in the vehicle's shard (locked), that an event of the vehicle at fix time t
@@ -619,35 +616,24 @@ func (h *Hub) remove(m mesh.Code, id string, t int64, moved mesh.Code, rem func(
 	if len(st.watchers) == 0 {
 		return
 	}
-	h.fanout(st, &Event{Mesh: m, ID: id, ObservedAtMs: t, Removal: rem(), MovedTo: moved})
+	h.fanout(st, &Event{Mesh: m, ID: id, ObservedAtMs: t, Removal: rem(), MovedTo: moved}, nil)
 }
 
-// fanout hands ev to st's watchers; called with st.mu held (the only lock held).
-func (h *Hub) fanout(st *meshState, ev *Event) {
+// fanout hands ev to st's watchers; called with st.mu held (the only lock held). With prev (an
+// upsert's filter), it skips the watchers whose circle has both ev's position and prev's outside
+// it, where prev is the vehicle's previous entry in the mesh, written after the circle was set,
+// and settled (see slot) with nothing of the vehicle between it and ev. Such a watcher evaluated
+// prev after every earlier event of the vehicle and against this circle, so it holds the vehicle
+// at most as a LEFT_AREA removal still to be sent, which ev would leave as it is: ev is a no-op
+// for it (the package doc gives the whole argument).
+func (h *Hub) fanout(st *meshState, ev *Event, prev *slot) {
 	h.events.Add(1)
-	for i := range st.watchers {
-		st.watchers[i].w.Deliver(ev)
-	}
-	h.deliveries.Add(uint64(len(st.watchers)))
-	h.m.deliveries.Add(float64(len(st.watchers)))
-}
-
-// fanoutFiltered hands the upsert ev to st's watchers, skipping those whose circle has both
-// ev's position and prev's outside it, where prev is the vehicle's previous entry in the mesh,
-// written after the circle was set, and settled (see slot) with nothing of the vehicle between
-// it and ev. Such a watcher evaluated prev after every earlier event of the vehicle and against
-// this circle, so it holds the vehicle at most as a LEFT_AREA removal still to be sent, which
-// ev would leave as it is: ev is a no-op for it (the package doc gives the whole argument).
-// Called with st.mu held.
-func (h *Hub) fanoutFiltered(st *meshState, ev *Event, prev slot) {
-	h.events.Add(1)
-	e, p := ev.Upsert, prev.e
 	n := 0
 	for i := range st.watchers {
 		ws := &st.watchers[i]
 		// prev written after the circle was set (serial-number comparison of the low 32 bits:
 		// an entry is never more than a TTL's writes old, so a wrap only ever delivers)
-		if int32(uint32(prev.wseq)-ws.since) > 0 && ws.c.outside(e) && ws.c.outside(p) {
+		if prev != nil && int32(uint32(prev.wseq)-ws.since) > 0 && ws.c.outside(ev.Upsert) && ws.c.outside(prev.e) {
 			continue
 		}
 		ws.w.Deliver(ev)
