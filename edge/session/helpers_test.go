@@ -210,28 +210,36 @@ func (v *view) apply(fs []Frame) error {
 		if err != nil {
 			return err
 		}
-		if v.seq != 0 && ev.Seq != v.seq+1 {
-			return fmt.Errorf("seq %d after %d", ev.Seq, v.seq)
+		if err := v.applyEvent(ev); err != nil {
+			return err
 		}
-		v.seq = ev.Seq
-		switch k := ev.Kind.(type) {
-		case *meshcastv1.RiderEvent_Snapshot:
-			v.snap++
-			clear(v.vs)
-			for _, x := range k.Snapshot.Vehicles {
-				v.vs[x.Id] = x
-			}
-			v.log = append(v.log[:0], fmt.Sprintf("snapshot %d", len(k.Snapshot.Vehicles)))
-		case *meshcastv1.RiderEvent_Upsert:
-			v.vs[k.Upsert.Id] = k.Upsert
-			v.log = append(v.log, "up "+k.Upsert.Id)
-		case *meshcastv1.RiderEvent_Remove:
-			if _, ok := v.vs[k.Remove.Id]; !ok {
-				return fmt.Errorf("seq %d removes %s, which the rider does not have (log %v)", ev.Seq, k.Remove.Id, v.log)
-			}
-			delete(v.vs, k.Remove.Id)
-			v.log = append(v.log, "rm "+k.Remove.Id+" "+k.Remove.Reason.String())
+	}
+	return nil
+}
+
+// applyEvent applies one decoded event (see apply).
+func (v *view) applyEvent(ev *meshcastv1.RiderEvent) error {
+	if v.seq != 0 && ev.Seq != v.seq+1 {
+		return fmt.Errorf("seq %d after %d", ev.Seq, v.seq)
+	}
+	v.seq = ev.Seq
+	switch k := ev.Kind.(type) {
+	case *meshcastv1.RiderEvent_Snapshot:
+		v.snap++
+		clear(v.vs)
+		for _, x := range k.Snapshot.Vehicles {
+			v.vs[x.Id] = x
 		}
+		v.log = append(v.log[:0], fmt.Sprintf("snapshot %d", len(k.Snapshot.Vehicles)))
+	case *meshcastv1.RiderEvent_Upsert:
+		v.vs[k.Upsert.Id] = k.Upsert
+		v.log = append(v.log, "up "+k.Upsert.Id)
+	case *meshcastv1.RiderEvent_Remove:
+		if _, ok := v.vs[k.Remove.Id]; !ok {
+			return fmt.Errorf("seq %d removes %s, which the rider does not have (log %v)", ev.Seq, k.Remove.Id, v.log)
+		}
+		delete(v.vs, k.Remove.Id)
+		v.log = append(v.log, "rm "+k.Remove.Id+" "+k.Remove.Reason.String())
 	}
 	return nil
 }

@@ -172,23 +172,8 @@ func (v *view) applyProto(fs []Frame) error {
 		if err := proto.Unmarshal(f.Proto, &ev); err != nil {
 			return err
 		}
-		if v.seq != 0 && ev.Seq != v.seq+1 {
-			return fmt.Errorf("seq %d after %d", ev.Seq, v.seq)
-		}
-		v.seq = ev.Seq
-		switch k := ev.Kind.(type) {
-		case *meshcastv1.RiderEvent_Snapshot:
-			clear(v.vs)
-			for _, x := range k.Snapshot.Vehicles {
-				v.vs[x.Id] = x
-			}
-		case *meshcastv1.RiderEvent_Upsert:
-			v.vs[k.Upsert.Id] = k.Upsert
-		case *meshcastv1.RiderEvent_Remove:
-			if _, ok := v.vs[k.Remove.Id]; !ok {
-				return fmt.Errorf("seq %d removes %s, which the rider does not have", ev.Seq, k.Remove.Id)
-			}
-			delete(v.vs, k.Remove.Id)
+		if err := v.applyEvent(&ev); err != nil {
+			return err
 		}
 	}
 	return nil
