@@ -195,7 +195,6 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.sw = newSockWriter(c, w.timeout)
 	w.rw.rc = w.sw.rc
-	w.rw.sniffed, _ = c.(*sniffedConn)
 	br := bufio.NewReaderSize(c, wsReadBuffer)
 	if n := brw.Reader.Buffered(); n > 0 {
 		// Bytes the client sent after its request, before the answer: they must be in the
@@ -213,10 +212,11 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // readWait is what a WebSocket rider's reader waits on between client messages: the socket and
 // the buffers above it. It is kept apart from smallBuffers, which holds net/http's response (and
 // through it the request and net/http's 4 KiB buffers) for as long as it lives.
+// (The listener's sniffedConn replays at most an HTTP/2 preface's length, which net/http's first
+// read takes whole: by the upgrade nothing is left above the socket but what brw held.)
 type readWait struct {
-	rc      syscall.RawConn // nil: not a plain TCP connection, or bytes came with the request
-	br      *bufio.Reader   // coder/websocket's read buffer
-	sniffed *sniffedConn    // the listener's wrapper, if any (replays its head first)
+	rc syscall.RawConn // nil: not a plain TCP connection, or bytes came with the request
+	br *bufio.Reader   // coder/websocket's read buffer
 }
 
 // waitReadable returns once the connection has something to read (or failed): at once when
@@ -227,7 +227,7 @@ type readWait struct {
 // reader then waits in Reader).
 func (w *readWait) waitReadable() error {
 	rc := w.rc
-	if rc == nil || w.br.Buffered() > 0 || w.sniffed != nil && len(w.sniffed.head) > 0 {
+	if rc == nil || w.br.Buffered() > 0 {
 		return nil
 	}
 	var b [1]byte
