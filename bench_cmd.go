@@ -67,12 +67,12 @@ riders use -procs to spread them over child processes (each on its own
 	if err := config.Parse(fs, args, nil); err != nil {
 		return err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *writeFloor {
-		return runWriteFloor(ctx, stdout, fs, *riders, *rates, *writeSize, *duration, *edgeCPU, *loadCPU, *seed)
+		return runWriteFloor(ctx, stdout, set, *riders, *rates, *writeSize, *duration, *edgeCPU, *loadCPU, *seed)
 	}
 	if *fanout {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		return runFanout(ctx, stdout, fanoutFlags{set: set, riders: *riders, mix: *mix, grpcConns: *grpcConns, radius: *radius,
 			duration: *duration, warmup: *warmup, interval: *interval, seed: *seed, out: *out, rates: *rates, knee: *knee,
 			kneeP99: *kneeP99, edgeBin: *edgeBin, edgeFlags: *edgeFlags, edgeCPU: *edgeCPU, loadCPU: *loadCPU,
@@ -204,13 +204,11 @@ func runFanout(ctx context.Context, stdout io.Writer, f fanoutFlags) error {
 	if f.set["warmup"] {
 		cfg.Warmup = f.warmup
 	}
-	for _, r := range splitCommaList(f.rates) {
-		n, err := strconv.Atoi(r)
-		if err != nil || n <= 0 {
-			return fmt.Errorf("-rates %q: want positive delivered events/s, comma-separated", f.rates)
-		}
-		cfg.Rates = append(cfg.Rates, n)
+	rates, err := parseRates(f.rates, "delivered events/s")
+	if err != nil {
+		return err
 	}
+	cfg.Rates = rates
 	if f.edgeCPU >= 0 && f.edgeCPU == f.loadCPU {
 		return fmt.Errorf("-edge-cpu and -load-cpu are both %d: pin the edge and the load apart", f.edgeCPU)
 	}
@@ -232,26 +230,17 @@ func runFanout(ctx context.Context, stdout io.Writer, f fanoutFlags) error {
 }
 
 // runWriteFloor runs bench.WriteFloor and prints its steps.
-func runWriteFloor(ctx context.Context, stdout io.Writer, fs *flag.FlagSet, riders int, rates string, size int,
+func runWriteFloor(ctx context.Context, stdout io.Writer, set map[string]bool, riders int, rates string, size int,
 	duration time.Duration, writerCPU, loadCPU int, seed uint64) error {
 	cfg := bench.WriteFloorConfig{Conns: 5000, Size: size, Duration: duration, WriterCPU: writerCPU, LoadCPU: loadCPU,
 		Seed: seed, Log: os.Stderr}
-	rateSet := false
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "riders":
-			cfg.Conns = riders
-		case "rates":
-			rateSet = true
-		}
-	})
-	if rateSet {
-		for r := range strings.SplitSeq(rates, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(r))
-			if err != nil {
-				return fmt.Errorf("-rates %q: want writes/s, comma-separated", rates)
-			}
-			cfg.Rates = append(cfg.Rates, n)
+	if set["riders"] {
+		cfg.Conns = riders
+	}
+	if set["rates"] {
+		var err error
+		if cfg.Rates, err = parseRates(rates, "writes/s"); err != nil {
+			return err
 		}
 	}
 	steps, err := bench.WriteFloor(ctx, cfg)
@@ -263,4 +252,17 @@ func runWriteFloor(ctx context.Context, stdout io.Writer, fs *flag.FlagSet, ride
 		fmt.Fprintf(stdout, "%9d %10.0f %8d %8.2f %12.2f %6.2f\n", st.Rate, st.WritesPerS, st.Short, st.CPUSeconds, st.CPUPerWrite, st.Cores)
 	}
 	return nil
+}
+
+// parseRates parses -rates: positive numbers of unit, comma-separated (none: empty).
+func parseRates(rates, unit string) ([]int, error) {
+	var out []int
+	for _, r := range splitCommaList(rates) {
+		n, err := strconv.Atoi(r)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-rates %q: want positive %s, comma-separated", rates, unit)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

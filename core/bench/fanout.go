@@ -925,8 +925,6 @@ func pinSelf(cpu int) error {
 	if cpu < 0 || cpu >= 1024 {
 		return fmt.Errorf("fanout: cpu %d out of range", cpu)
 	}
-	var set [16]uint64
-	set[cpu/64] |= 1 << (cpu % 64)
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return fmt.Errorf("fanout: pin to CPU %d: %w", cpu, err)
@@ -936,9 +934,22 @@ func pinSelf(cpu int) error {
 		if err != nil {
 			continue
 		}
-		if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, uintptr(tid), unsafe.Sizeof(set), uintptr(unsafe.Pointer(&set))); e != 0 {
-			return fmt.Errorf("fanout: pin thread %d to CPU %d: %w", tid, cpu, e)
+		if err := setAffinity(tid, cpu); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// setAffinity pins thread tid (0: the calling thread) to cpu (0 ≤ cpu < 1024).
+func setAffinity(tid, cpu int) error {
+	if cpu < 0 || cpu >= 1024 {
+		return fmt.Errorf("bench: cpu %d out of range", cpu)
+	}
+	var set [16]uint64
+	set[cpu/64] |= 1 << (cpu % 64)
+	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, uintptr(tid), unsafe.Sizeof(set), uintptr(unsafe.Pointer(&set))); e != 0 {
+		return fmt.Errorf("bench: pin thread %d to CPU %d: %w", tid, cpu, e)
 	}
 	return nil
 }

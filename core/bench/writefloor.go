@@ -11,7 +11,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // WriteFloorConfig is one run of WriteFloor: what the edge's direct writes cost with nothing
@@ -82,8 +81,6 @@ func WriteFloor(ctx context.Context, cfg WriteFloorConfig) ([]WriteFloorStep, er
 			return nil, err
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -118,11 +115,6 @@ func WriteFloor(ctx context.Context, cfg WriteFloorConfig) ([]WriteFloorStep, er
 		}
 		conns = append(conns, c.(*net.TCPConn))
 	}
-	context.AfterFunc(ctx, func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	})
 	logf("%d connections open", len(conns))
 	ws := make([]floorWriter, len(conns))
 	for i, c := range conns {
@@ -164,7 +156,6 @@ func WriteFloor(ctx context.Context, cfg WriteFloorConfig) ([]WriteFloorStep, er
 		done <- result{steps, nil}
 	}()
 	r := <-done
-	cancel()
 	return r.steps, r.err
 }
 
@@ -222,12 +213,10 @@ func floorStep(ctx context.Context, ws []floorWriter, rate int, cfg WriteFloorCo
 	st.CPUSeconds = threadCPU() - cpu0
 	st.WritesPerS = float64(st.Writes) / cfg.Duration.Seconds()
 	st.Cores = st.CPUSeconds / cfg.Duration.Seconds()
-	if st.Writes > 0 {
-		st.CPUPerWrite = st.CPUSeconds / float64(st.Writes) * 1e6
-	}
 	if st.Writes == 0 {
 		return st, errors.New("writefloor: no write in the window")
 	}
+	st.CPUPerWrite = st.CPUSeconds / float64(st.Writes) * 1e6
 	return st, nil
 }
 
@@ -242,14 +231,4 @@ func threadCPU() float64 {
 }
 
 // pinThread pins the calling thread to cpu.
-func pinThread(cpu int) error {
-	if cpu < 0 || cpu >= 1024 {
-		return fmt.Errorf("writefloor: cpu %d out of range", cpu)
-	}
-	var set [16]uint64
-	set[cpu/64] |= 1 << (cpu % 64)
-	if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, unsafe.Sizeof(set), uintptr(unsafe.Pointer(&set))); e != 0 {
-		return fmt.Errorf("writefloor: pin the writer to CPU %d: %w", cpu, e)
-	}
-	return nil
-}
+func pinThread(cpu int) error { return setAffinity(0, cpu) }
